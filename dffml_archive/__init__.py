@@ -1,0 +1,42 @@
+"""dffml-archive: every DFFML model in one verified archive file.
+
+The public surface is what this module exports; everything in a module
+whose name starts with an underscore is private."""
+from ._api import extract, inspect, pack, verify
+from ._formats import SUPPORTED_EXTENSIONS, is_archive_path
+from ._inspect import ArchiveInfo
+from ._manifest import Manifest, ManifestMember
+from ._safety import Limits
+from .errors import (
+    ArchiveError,
+    ArchiveLimitError,
+    ArchiveSourceError,
+    CorruptArchiveError,
+    DestinationError,
+    UnsafeArchiveError,
+    UnsupportedArchiveError,
+    UnverifiedArchiveWarning,
+)
+from .version import __version__
+
+__all__ = [
+    "pack",
+    "extract",
+    "verify",
+    "inspect",
+    "Limits",
+    "Manifest",
+    "ManifestMember",
+    "ArchiveInfo",
+    "SUPPORTED_EXTENSIONS",
+    "is_archive_path",
+    "ArchiveError",
+    "ArchiveLimitError",
+    "ArchiveSourceError",
+    "CorruptArchiveError",
+    "DestinationError",
+    "UnsafeArchiveError",
+    "UnsupportedArchiveError",
+    "UnverifiedArchiveWarning",
+    "__version__",
+]

@@ -1,0 +1,82 @@
+"""The async engine API.  Every byte of CPU and disk work runs in a worker
+thread; the event loop only awaits.  Cancelling the awaiting task stops the
+worker at its next chunk and waits for its clean-up before re-raising."""
+import asyncio
+import contextlib
+import functools
+from typing import Optional
+
+from ._extract import extract_archive, verify_archive
+from ._inspect import ArchiveInfo, inspect_archive
+from ._job import Job, ProgressCallback
+from ._manifest import Manifest
+from ._pack import pack_directory
+from ._safety import Limits
+
+
+async def run_job(function, *args, progress: Optional[ProgressCallback] = None, **kwargs):
+    loop = asyncio.get_running_loop()
+    relay = None
+    if progress is not None:
+        # Deliver progress on the loop thread, where async callers expect it.
+        def relay(done, total):
+            loop.call_soon_threadsafe(progress, done, total)
+
+    job = Job(relay)
+    future = loop.run_in_executor(None, functools.partial(function, *args, job=job, **kwargs))
+    try:
+        return await asyncio.shield(future)
+    except asyncio.CancelledError:
+        job.cancel_event.set()
+        with contextlib.suppress(BaseException):
+            await future
+        raise
+
+
+async def pack(
+    directory,
+    archive,
+    *,
+    model: Optional[dict] = None,
+    level: Optional[int] = None,
+    progress: Optional[ProgressCallback] = None,
+) -> Manifest:
+    """Pack ``directory`` into ``archive`` (format from its extension).
+
+    The archive is replaced atomically: until the new one is complete and
+    synced, the previous one is untouched.  ``model`` (JSON) is stored in
+    the manifest.  ``progress(done_bytes, total_bytes)`` is called on the
+    event loop."""
+    return await run_job(
+        pack_directory, directory, archive, model=model, level=level, progress=progress
+    )
+
+
+async def extract(
+    archive,
+    destination,
+    *,
+    limits: Optional[Limits] = None,
+    replace: bool = False,
+    progress: Optional[ProgressCallback] = None,
+) -> Manifest:
+    """Extract ``archive`` into ``destination`` (created if missing; it must be
+    empty unless ``replace``).  Every safety rule is enforced and the content
+    verified against the manifest before the tree appears at ``destination``."""
+    return await run_job(
+        extract_archive, archive, destination, limits=limits, replace=replace, progress=progress
+    )
+
+
+async def verify(
+    archive, *, limits: Optional[Limits] = None, progress: Optional[ProgressCallback] = None
+) -> Manifest:
+    """Check every member of ``archive`` as extraction would, writing nothing.
+    Raises an :class:`~dffml_archive.ArchiveError` on the first problem."""
+    return await run_job(verify_archive, archive, limits=limits, progress=progress)
+
+
+async def inspect(archive) -> ArchiveInfo:
+    """Format, size and manifest of ``archive`` (contents are not checked)."""
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(None, inspect_archive, archive)

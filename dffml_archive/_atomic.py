@@ -1,0 +1,73 @@
+"""Atomic replacement of a file: write a sibling temp file, fsync, rename.
+
+At any instant the target is either the complete old file or the complete
+new one.  Temp files are named ``.<target>.<random>.partial`` so a later
+successful write (holding the archive lock) can remove leftovers of a crash.
+"""
+import contextlib
+import os
+import pathlib
+import tempfile
+
+PARTIAL_SUFFIX = ".partial"
+
+
+def fsync_directory(directory) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def remove_stale_partials(target: pathlib.Path, keep=None) -> None:
+    """Delete leftovers of interrupted writes of ``target``.  Only call this
+    while holding the archive lock, so no live writer owns them."""
+    prefix = f".{target.name}."
+    try:
+        entries = list(os.scandir(target.parent))
+    except FileNotFoundError:
+        return
+    for entry in entries:
+        if (
+            entry.name.startswith(prefix)
+            and entry.name.endswith(PARTIAL_SUFFIX)
+            and entry.path != keep
+            and entry.is_file(follow_symlinks=False)
+        ):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(entry.path)
+
+
+@contextlib.contextmanager
+def atomic_write(target):
+    """Yield a binary file; on a clean exit it replaces ``target`` atomically
+    (keeping the old file's permissions), on an exception it is removed."""
+    target = pathlib.Path(target)
+    directory = target.parent if str(target.parent) else pathlib.Path(".")
+    fd, temp = tempfile.mkstemp(
+        dir=directory, prefix=f".{target.name}.", suffix=PARTIAL_SUFFIX
+    )
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            yield handle
+            handle.flush()
+            try:
+                mode = os.stat(target).st_mode & 0o7777
+            except FileNotFoundError:
+                mode = 0o666 & ~_current_umask()
+            os.fchmod(handle.fileno(), mode)
+            os.fsync(handle.fileno())
+        os.replace(temp, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temp)
+        raise
+    fsync_directory(directory)
+    remove_stale_partials(target)

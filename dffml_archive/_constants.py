@@ -1,0 +1,77 @@
+"""Every tunable rule of the engine in one place: defaults, names, environment.
+
+Environment variables (all optional):
+
+``DFFML_ARCHIVE_CACHE``
+    Root of the cache (extraction cache and lock files).  Default:
+    ``$XDG_CACHE_HOME/dffml-archive`` or ``~/.cache/dffml-archive``.
+``DFFML_ARCHIVE_EXTRACT_CACHE``
+    ``0`` disables the verified extraction cache used by
+    :func:`dffml_archive.archive_location`.
+``DFFML_ARCHIVE_MAX_SIZE`` / ``DFFML_ARCHIVE_MAX_MEMBERS`` / ``DFFML_ARCHIVE_MAX_RATIO``
+    Default extraction limits (bytes, members, uncompressed:compressed).
+"""
+import os
+import pathlib
+
+#: Name of the manifest member, always the first member of archives we write.
+MANIFEST_NAME = ".dffml-archive-manifest.json"
+MANIFEST_FORMAT = "dffml-archive-manifest"
+MANIFEST_VERSION = 1
+
+#: Fixed member timestamp: 1980-01-01T00:00:00Z, the earliest a zip can hold
+#: (an mtime of 0 also makes GNU tar warn "implausibly old time stamp").
+FIXED_MTIME = 315532800
+FIXED_ZIP_DATE_TIME = (1980, 1, 1, 0, 0, 0)
+
+#: Extracted members never keep setuid/setgid/sticky or group/world write.
+ALLOWED_MODE_BITS = 0o755
+#: Owners can always read/write what they extracted (and enter directories).
+OWNER_FILE_BITS = 0o600
+OWNER_DIR_BITS = 0o700
+
+CHUNK_SIZE = 1 << 20
+#: Compression ratio is only judged once this much has been written, so small
+#: highly compressible files (JSON, zeros) are never refused.
+RATIO_GRACE_BYTES = 256 << 20
+MAX_NAME_BYTES = 4096
+MAX_COMPONENT_BYTES = 255
+
+
+def _env_int(name, default):
+    value = os.environ.get(name)
+    if value is None or value == "":
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError(
+            f"environment variable {name}={value!r} is not a whole number; "
+            "unset it or give an integer"
+        ) from None
+
+
+def default_max_size():
+    return _env_int("DFFML_ARCHIVE_MAX_SIZE", 32 << 30)
+
+
+def default_max_members():
+    return _env_int("DFFML_ARCHIVE_MAX_MEMBERS", 200_000)
+
+
+def default_max_ratio():
+    return _env_int("DFFML_ARCHIVE_MAX_RATIO", 1000)
+
+
+def cache_root() -> pathlib.Path:
+    explicit = os.environ.get("DFFML_ARCHIVE_CACHE")
+    if explicit:
+        return pathlib.Path(explicit)
+    xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join(
+        os.path.expanduser("~"), ".cache"
+    )
+    return pathlib.Path(xdg) / "dffml-archive"
+
+
+def extract_cache_enabled() -> bool:
+    return os.environ.get("DFFML_ARCHIVE_EXTRACT_CACHE", "1") not in ("0", "false", "no")

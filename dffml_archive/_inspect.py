@@ -1,0 +1,58 @@
+"""Inspect an archive: its format, size and manifest, without extracting."""
+import dataclasses
+import os
+from typing import List, Optional
+
+from . import _constants as C
+from ._extract import _read_manifest
+from ._formats import check_content, format_for_path
+from ._manifest import Manifest, ManifestMember
+from ._readers import FILE, STREAM_ERRORS, corrupt_from, iter_entries
+from .errors import ArchiveError
+
+
+@dataclasses.dataclass
+class ArchiveInfo:
+    path: str
+    format: str
+    size: int
+    manifest: Optional[Manifest]
+    #: Members as the archive lists them (from the manifest when present).
+    members: List[ManifestMember]
+
+    def to_json(self) -> dict:
+        return {
+            "path": self.path,
+            "format": self.format,
+            "size": self.size,
+            "verified_manifest": self.manifest is not None,
+            "manifest": self.manifest.to_json() if self.manifest else None,
+            "members": [member.to_json() for member in self.members],
+        }
+
+
+def inspect_archive(archive) -> ArchiveInfo:
+    """Read the manifest (the first member) or, for archives made by other
+    tools, the member headers.  Contents are not checked: use verify."""
+    fmt = format_for_path(archive)
+    listed = []
+    manifest = None
+    try:
+        with open(archive, "rb") as raw:
+            check_content(archive, fmt, raw)
+            size = os.fstat(raw.fileno()).st_size
+            for index, entry in enumerate(iter_entries(archive, fmt, raw)):
+                if index == 0 and entry.name == C.MANIFEST_NAME and entry.kind == FILE:
+                    manifest = _read_manifest(archive, entry)
+                    break
+                listed.append(ManifestMember(entry.name, entry.kind, entry.mode & 0o7777, entry.size))
+    except FileNotFoundError as error:
+        if error.filename == os.fspath(archive):
+            raise ArchiveError(archive, "no such archive", hint="check the path") from None
+        raise
+    except ArchiveError:
+        raise
+    except STREAM_ERRORS as error:
+        raise corrupt_from(archive, error) from None
+    members = manifest.members if manifest else listed
+    return ArchiveInfo(os.fspath(archive), fmt.name, size, manifest, members)

@@ -1,0 +1,173 @@
+"""Fail-closed rules for member names, types and sizes.
+
+The same checks run for every container and codec, on pack (so we never
+write an archive we would refuse to open) and on extraction.  They do not
+depend on ``tarfile``'s extraction filters, which only some 3.8 patch
+releases have.
+"""
+import dataclasses
+import re
+import unicodedata
+
+from . import _constants as C
+from .errors import ArchiveLimitError, UnsafeArchiveError
+
+_DRIVE_LETTER = re.compile(r"^[A-Za-z]:")
+
+FILE, DIRECTORY = "file", "directory"
+
+
+@dataclasses.dataclass(frozen=True)
+class Limits:
+    """Extraction limits.  Defaults come from the environment (see
+    :mod:`dffml_archive._constants`); pass your own to raise or lower them."""
+
+    max_size: int = dataclasses.field(default_factory=C.default_max_size)
+    max_members: int = dataclasses.field(default_factory=C.default_max_members)
+    max_ratio: float = dataclasses.field(default_factory=C.default_max_ratio)
+
+
+def _has_control_character(name: str) -> bool:
+    return any(
+        ord(ch) < 32 or 127 <= ord(ch) < 160 or ch in "\u2028\u2029" for ch in name
+    )
+
+
+def clean_member_name(archive, raw_name):
+    """Return the normalized relative POSIX name, or ``None`` for the root
+    entry (``.`` or ``./``).  Refuse anything that could leave the destination
+    or mean different things on different systems."""
+
+    def refuse(reason):
+        raise UnsafeArchiveError(archive, reason, member=raw_name)
+
+    if not isinstance(raw_name, str) or raw_name == "":
+        refuse("empty member name")
+    if any("\udc80" <= ch <= "\udcff" for ch in raw_name):
+        refuse("member name is not valid UTF-8")
+    if "\x00" in raw_name:
+        refuse("NUL character in member name")
+    if _has_control_character(raw_name):
+        refuse("control character in member name")
+    if "\\" in raw_name:
+        refuse("backslash in member name (Windows separator)")
+    if raw_name.startswith("/"):
+        refuse("absolute path")
+    if _DRIVE_LETTER.match(raw_name):
+        refuse("Windows drive letter in member name")
+    if len(raw_name.encode("utf-8")) > C.MAX_NAME_BYTES:
+        refuse(f"member name longer than {C.MAX_NAME_BYTES} bytes")
+    body = raw_name[:-1] if raw_name.endswith("/") else raw_name
+    parts = []
+    for part in body.split("/"):
+        if part == "..":
+            refuse("'..' component in member name (path traversal)")
+        if part == "":
+            refuse("empty component in member name ('//')")
+        if part == ".":
+            continue
+        if len(part.encode("utf-8")) > C.MAX_COMPONENT_BYTES:
+            refuse(f"name component longer than {C.MAX_COMPONENT_BYTES} bytes")
+        parts.append(part)
+    if not parts:
+        return None
+    return "/".join(parts)
+
+
+def _folded(name: str) -> str:
+    # What a case-insensitive or normalizing file system would see.
+    return unicodedata.normalize(
+        "NFKC", unicodedata.normalize("NFKC", name).casefold()
+    )
+
+
+def sanitized_file_mode(mode: int) -> int:
+    return (mode & C.ALLOWED_MODE_BITS) | C.OWNER_FILE_BITS
+
+
+def sanitized_dir_mode(mode: int) -> int:
+    return (mode & C.ALLOWED_MODE_BITS) | C.OWNER_DIR_BITS
+
+
+class MemberTracker:
+    """Sees every member once, in order: counts, sizes, duplicates, collisions
+    and file/directory conflicts."""
+
+    def __init__(self, archive, limits: Limits, archive_size: int):
+        self.archive = archive
+        self.limits = limits
+        self.archive_size = max(archive_size, 1)
+        self.members = 0
+        self.declared = 0
+        self.written = 0
+        self._seen = {}  # folded name -> (name, kind)
+        self._implicit_dirs = {}  # folded parent -> name of a child
+
+    def add(self, name: str, kind: str, size: int = 0) -> None:
+        self.members += 1
+        if self.members > self.limits.max_members:
+            raise ArchiveLimitError(
+                self.archive,
+                f"more than {self.limits.max_members} members",
+                member=name,
+                hint="raise the member limit (max_members, --max-members, "
+                "DFFML_ARCHIVE_MAX_MEMBERS) if you trust this archive",
+            )
+        self.declared += size
+        self._check_size(self.declared, name, "declared")
+        key = _folded(name)
+        if key in self._seen:
+            other = self._seen[key][0]
+            if other == name:
+                reason = "duplicate member name"
+            else:
+                reason = (
+                    f"collides with member {other!r} after case folding or "
+                    "Unicode normalization"
+                )
+            raise UnsafeArchiveError(self.archive, reason, member=name)
+        if kind != DIRECTORY and key in self._implicit_dirs:
+            raise UnsafeArchiveError(
+                self.archive,
+                f"is a file but {self._implicit_dirs[key]!r} uses it as a directory",
+                member=name,
+            )
+        parts = name.split("/")
+        for depth in range(1, len(parts)):
+            parent = "/".join(parts[:depth])
+            parent_key = _folded(parent)
+            seen = self._seen.get(parent_key)
+            if seen is not None and seen[1] != DIRECTORY:
+                raise UnsafeArchiveError(
+                    self.archive,
+                    f"its parent {seen[0]!r} is a file, not a directory",
+                    member=name,
+                )
+            self._implicit_dirs.setdefault(parent_key, name)
+        self._seen[key] = (name, kind)
+
+    def wrote(self, nbytes: int, member: str) -> None:
+        self.written += nbytes
+        self._check_size(self.written, member, "uncompressed")
+        if (
+            self.written > C.RATIO_GRACE_BYTES
+            and self.written / self.archive_size > self.limits.max_ratio
+        ):
+            raise ArchiveLimitError(
+                self.archive,
+                f"compression ratio above {self.limits.max_ratio}:1 "
+                "(possible decompression bomb)",
+                member=member,
+                hint="raise max_ratio (--max-ratio, DFFML_ARCHIVE_MAX_RATIO) "
+                "if you trust this archive",
+            )
+
+    def _check_size(self, total, member, what):
+        if total > self.limits.max_size:
+            raise ArchiveLimitError(
+                self.archive,
+                f"{what} size exceeds the limit of {self.limits.max_size} bytes",
+                member=member,
+                hint="raise max_size (--max-size, DFFML_ARCHIVE_MAX_SIZE) "
+                "if you trust this archive",
+            )
