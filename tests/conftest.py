@@ -1,0 +1,43 @@
+"""Shared fixtures.  No __init__.py here on purpose (see pytest.ini)."""
+import os
+import pathlib
+
+import pytest
+
+ARCHIVE_EXTENSIONS = (".zip", ".tar", ".tar.gz", ".tar.bz2", ".tar.xz", ".tar.zst")
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path, monkeypatch):
+    """Each test gets its own lock and extraction cache."""
+    monkeypatch.setenv("DFFML_ARCHIVE_CACHE", str(tmp_path / "cache"))
+
+
+def make_model_tree(root: pathlib.Path) -> pathlib.Path:
+    """A small directory shaped like a saved model."""
+    (root / "weights").mkdir(parents=True)
+    (root / "weights" / "layer0.bin").write_bytes(os.urandom(200_000))
+    (root / "weights" / "empty").mkdir()
+    (root / "config.json").write_text('{"features": ["x"], "predict": "y"}')
+    (root / "notes ü.txt").write_text("unicode name\n")
+    (root / "run.sh").write_text("#!/bin/sh\n")
+    os.chmod(root / "run.sh", 0o755)
+    return root
+
+
+@pytest.fixture
+def model_tree(tmp_path) -> pathlib.Path:
+    return make_model_tree(tmp_path / "model")
+
+
+def snapshot(root: pathlib.Path) -> dict:
+    """Path -> (kind, mode, bytes) for every entry below root."""
+    result = {}
+    for path in sorted(root.rglob("*")):
+        relative = path.relative_to(root).as_posix()
+        mode = path.stat().st_mode & 0o7777
+        if path.is_dir():
+            result[relative] = ("dir", mode, None)
+        else:
+            result[relative] = ("file", mode, path.read_bytes())
+    return result
