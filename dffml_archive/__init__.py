@@ -5,6 +5,7 @@ whose name starts with an underscore is private."""
 from ._api import extract, inspect, pack, verify
 from ._formats import SUPPORTED_EXTENSIONS, is_archive_path
 from ._inspect import ArchiveInfo
+from ._location import WorkingCopy, archive_location
 from ._manifest import Manifest, ManifestMember
 from ._safety import Limits
 from .errors import (
@@ -24,6 +25,8 @@ __all__ = [
     "extract",
     "verify",
     "inspect",
+    "archive_location",
+    "WorkingCopy",
     "Limits",
     "Manifest",
     "ManifestMember",

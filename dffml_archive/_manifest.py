@@ -6,6 +6,7 @@ the model layer.  It gives integrity, not authenticity: anyone who can write
 the archive can write a matching manifest.
 """
 import dataclasses
+import functools
 import json
 import platform
 from typing import Dict, List, Optional
@@ -88,13 +89,16 @@ class Manifest:
 
     @classmethod
     def from_bytes(cls, archive, data: bytes) -> "Manifest":
-        def corrupt(reason):
-            return CorruptArchiveError(archive, reason, member=C.MANIFEST_NAME)
-
+        corrupt = functools.partial(_corrupt, archive)
         try:
             obj = json.loads(data.decode("utf-8"))
         except (UnicodeDecodeError, ValueError) as error:
             raise corrupt(f"manifest is not valid JSON ({error})") from None
+        return cls.from_json(archive, obj)
+
+    @classmethod
+    def from_json(cls, archive, obj) -> "Manifest":
+        corrupt = functools.partial(_corrupt, archive)
         if not isinstance(obj, dict) or obj.get("format") != C.MANIFEST_FORMAT:
             raise corrupt("manifest has an unknown format")
         if obj.get("version") != C.MANIFEST_VERSION:
@@ -112,6 +116,10 @@ class Manifest:
             created_by=obj.get("created_by") or {},
             version=obj["version"],
         )
+
+
+def _corrupt(archive, reason):
+    return CorruptArchiveError(archive, reason, member=C.MANIFEST_NAME)
 
 
 def _member_from_json(item) -> ManifestMember:

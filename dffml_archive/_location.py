@@ -1,0 +1,265 @@
+"""``archive_location``: a working directory for a directory or archive path.
+
+For an archive: extract on enter, repack on a clean exit only if something
+changed, leave the archive byte-identical after an exception.  Nested enters
+in one process share one working copy; an inter-process lock serializes
+whole enter..exit sessions, so two processes never lose each other's update.
+
+Read-only re-entry of an unchanged archive reuses a verified extraction
+cache instead of extracting again.  "Verified" means: the archive's
+(device, inode, size, mtime) and every cached entry's (size, mtime, inode,
+mode) are exactly what they were right after the last extraction or save,
+so nothing has touched either since the content was hashed.
+"""
+import asyncio
+import contextlib
+import dataclasses
+import functools
+import hashlib
+import json
+import os
+import pathlib
+import shutil
+import stat
+import tempfile
+from typing import Dict, Optional
+
+from . import _constants as C
+from ._formats import format_for_path, is_archive_path
+from ._lock import archive_lock
+from ._manifest import Manifest
+from ._safety import sanitized_dir_mode, sanitized_file_mode
+
+
+@dataclasses.dataclass
+class WorkingCopy:
+    """What ``async with archive_location(...)`` gives you."""
+
+    #: The directory to read and write.
+    directory: pathlib.Path
+    #: The archive behind it, or None for a plain directory location.
+    archive: Optional[pathlib.Path] = None
+    #: The archive's manifest as entered (None: new archive or directory).
+    manifest: Optional[Manifest] = None
+    #: Model information stored in the manifest on save; starts as the
+    #: archive's own.  Changing it alone is a change worth saving.
+    model: Optional[dict] = None
+
+
+_active: Dict[str, list] = {}  # real archive path -> [WorkingCopy, depth]
+
+
+def _snapshot(tree: pathlib.Path) -> dict:
+    """Relative path -> [kind, size, mtime_ns, inode, mode] of every entry."""
+    result = {}
+    pending = [("", os.fspath(tree))]
+    while pending:
+        prefix, directory = pending.pop()
+        with os.scandir(directory) as listing:
+            for entry in listing:
+                st = entry.stat(follow_symlinks=False)
+                kind = "d" if stat.S_ISDIR(st.st_mode) else "f" if stat.S_ISREG(st.st_mode) else "x"
+                result[prefix + entry.name] = [
+                    kind, st.st_size, st.st_mtime_ns, st.st_ino, st.st_mode & 0o7777
+                ]
+                if kind == "d":
+                    pending.append((prefix + entry.name + "/", entry.path))
+    return result
+
+
+def _archive_identity(archive: pathlib.Path):
+    st = os.stat(archive)
+    return [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns]
+
+
+def _sha256(path: pathlib.Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(functools.partial(handle.read, C.CHUNK_SIZE), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _normalized_json(value) -> str:
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+class _CacheSlot:
+    """One archive's slot in the extraction cache: ``tree/`` + ``state.json``."""
+
+    def __init__(self, archive: pathlib.Path, cached: bool):
+        key = hashlib.sha256(os.path.realpath(archive).encode("utf-8", "surrogateescape"))
+        root = C.cache_root() / "extract"
+        root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.cached = cached
+        if cached:
+            self.root = root / key.hexdigest()[:32]
+        else:
+            self.root = pathlib.Path(tempfile.mkdtemp(dir=root, prefix="session-"))
+        self.tree = self.root / "tree"
+        self.state_file = self.root / "state.json"
+
+    def load_state(self) -> Optional[dict]:
+        try:
+            return json.loads(self.state_file.read_text())
+        except (OSError, ValueError):
+            return None
+
+    def save_state(self, archive, manifest: Manifest) -> None:
+        state = {
+            "archive": _archive_identity(archive),
+            "tree": _snapshot(self.tree),
+            "manifest": manifest.to_json(),
+            "verified": manifest.verified,
+        }
+        temp = self.state_file.with_suffix(".tmp")
+        temp.write_text(json.dumps(state))
+        os.replace(temp, self.state_file)
+
+    def valid_manifest(self, archive) -> Optional[Manifest]:
+        """The cached manifest if the cache still mirrors the archive."""
+        state = self.load_state()
+        if state is None or not self.tree.is_dir():
+            return None
+        try:
+            if state["archive"] != _archive_identity(archive):
+                return None
+            if state["tree"] != _snapshot(self.tree):
+                return None
+            manifest = Manifest.from_json(archive, state["manifest"])
+        except (OSError, KeyError, ValueError):
+            return None
+        manifest.verified = state.get("verified", True)
+        return manifest
+
+    def reset(self) -> None:
+        shutil.rmtree(self.root, ignore_errors=True)
+        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+
+    def discard(self) -> None:
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _tree_differs(tree: pathlib.Path, state_tree: dict, manifest: Manifest) -> bool:
+    """Compare the working tree with the archive's content: cheap stats first,
+    hashes only for files whose stats moved."""
+    now = _snapshot(tree)
+    umask = _umask()
+    listed = manifest.by_path()
+    if set(now) != set(listed):
+        return True
+    for path, (kind, size, mtime, inode, mode) in now.items():
+        member = listed[path]
+        if (kind == "d") != (member.type == "directory") or kind == "x":
+            return True
+        want_mode = (
+            sanitized_dir_mode(member.mode) if kind == "d" else sanitized_file_mode(member.mode)
+        )
+        # Extraction applied the umask; only a real chmod counts as a change.
+        if mode & 0o755 != want_mode & ~umask & 0o755:
+            return True
+        if kind == "f":
+            if size != member.size:
+                return True
+            if state_tree.get(path) != [kind, size, mtime, inode, mode]:
+                if _sha256(tree / path) != member.sha256:
+                    return True
+    return False
+
+
+async def _in_thread(function, *args):
+    return await asyncio.get_running_loop().run_in_executor(None, function, *args)
+
+
+async def _enter(archive: pathlib.Path, limits) -> tuple:
+    """Populate the slot's tree from the archive (or the cache); return the
+    slot and the archive's manifest (None for a new archive)."""
+    from .operations import extract_for_location
+
+    slot = _CacheSlot(archive, C.extract_cache_enabled())
+    if not archive.exists():
+        await _in_thread(slot.reset)
+        slot.tree.mkdir(mode=0o700)
+        return slot, None
+    manifest = await _in_thread(slot.valid_manifest, archive) if slot.cached else None
+    if manifest is None:
+        await _in_thread(slot.reset)
+        manifest = await extract_for_location(archive, slot.tree, limits)
+        if slot.cached:
+            await _in_thread(slot.save_state, archive, manifest)
+    return slot, manifest
+
+
+def _needs_saving(slot: _CacheSlot, copy: WorkingCopy) -> bool:
+    if copy.manifest is None:
+        return copy.model is not None or any(os.scandir(slot.tree))
+    if _normalized_json(copy.model) != _normalized_json(copy.manifest.model):
+        return True
+    state = slot.load_state() if slot.cached else None
+    state_tree = state["tree"] if state else {}
+    return _tree_differs(slot.tree, state_tree, copy.manifest)
+
+
+async def _leave(slot: _CacheSlot, copy: WorkingCopy) -> None:
+    from .operations import pack_for_location
+
+    if await _in_thread(_needs_saving, slot, copy):
+        manifest = await pack_for_location(slot.tree, copy.archive, copy.model)
+        copy.manifest = manifest
+        if slot.cached:
+            await _in_thread(slot.save_state, copy.archive, manifest)
+
+
+@contextlib.asynccontextmanager
+async def archive_location(location, *, limits=None):
+    """``async with archive_location(path) as copy:`` work in ``copy.directory``.
+
+    ``path`` is a directory (yielded as is) or an archive path, chosen by its
+    extension (an existing directory always counts as a directory)."""
+    path = pathlib.Path(location)
+    if path.is_dir() or not is_archive_path(path):
+        yield WorkingCopy(directory=path)
+        return
+    format_for_path(path)  # an unsupported extension fails before any work
+    key = os.path.realpath(path)
+    active = _active.get(key)
+    if active is not None:
+        active[1] += 1
+        try:
+            yield active[0]
+        finally:
+            active[1] -= 1
+        return
+    with contextlib.ExitStack() as held:
+        # flock blocks: wait for it off the event loop.
+        await _in_thread(held.enter_context, archive_lock(path))
+        slot, manifest = await _enter(path, limits)
+        copy = WorkingCopy(
+            directory=slot.tree,
+            archive=path,
+            manifest=manifest,
+            model=manifest.model if manifest else None,
+        )
+        _active[key] = [copy, 1]
+        try:
+            yield copy
+        except BaseException:
+            # The tree may hold half-done changes: never save or cache it.
+            await asyncio.shield(_in_thread(slot.discard))
+            raise
+        else:
+            try:
+                await _leave(slot, copy)
+            except BaseException:
+                await asyncio.shield(_in_thread(slot.discard))
+                raise
+        finally:
+            del _active[key]
+        if not slot.cached:
+            await _in_thread(slot.discard)
