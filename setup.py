@@ -59,7 +59,7 @@ setup(
             "archive_verify = dffml_archive.operations:archive_verify",
         ],
         "dffml.service.cli": [
-            "archive = dffml_archive.cli:ArchiveService",
+            "archive = dffml_archive.service:ArchiveService",
         ],
         "dffml.model": [],
     },

@@ -254,7 +254,7 @@ def _check_destination(archive, destination: pathlib.Path, replace: bool) -> Non
         raise DestinationError(
             archive,
             f"destination {str(destination)!r} is not empty",
-            hint="choose a new or empty directory, or ask to replace it",
+            hint="choose a new or empty directory, or replace it (--replace, replace=True)",
         )
 
 

@@ -1,0 +1,216 @@
+"""Command line: ``python -m dffml_archive pack|extract|verify|inspect``.
+
+Arguments go source first, then destination, like ``cp``.  Start-up stays
+light: nothing heavy (and never dffml) is imported before a command runs.
+Exit status: 0 success, 1 the operation failed (one line on stderr), 2 usage.
+"""
+import argparse
+import sys
+import time
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def _human(size) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1000 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000
+    return f"{size:.1f} TB"
+
+
+class ProgressBar:
+    """Draws on stderr, only on a terminal and only once an operation has
+    taken longer than a second."""
+
+    DELAY = 1.0
+    WIDTH = 30
+
+    def __init__(self, label, stream=None):
+        self.label = label
+        self.stream = stream or sys.stderr
+        self.enabled = self.stream.isatty()
+        self.started = time.monotonic()
+        self.drawn = False
+
+    def __call__(self, done, total):
+        if not self.enabled or time.monotonic() - self.started < self.DELAY:
+            return
+        if total:
+            filled = int(self.WIDTH * min(done / total, 1.0))
+            bar = "#" * filled + "-" * (self.WIDTH - filled)
+            text = f"\r{self.label} [{bar}] {100 * done / total:3.0f}% {_human(done)}/{_human(total)}"
+        else:
+            text = f"\r{self.label} {_human(done)}"
+        self.stream.write(text)
+        self.stream.flush()
+        self.drawn = True
+
+    def close(self):
+        if self.drawn:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+def _add_limits(parser):
+    parser.add_argument("--max-size", type=int, metavar="BYTES",
+                        help="refuse archives that extract to more bytes than this")
+    parser.add_argument("--max-members", type=int, metavar="N",
+                        help="refuse archives with more members than this")
+    parser.add_argument("--max-ratio", type=int, metavar="N",
+                        help="refuse compression ratios above N:1 (decompression bombs)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .version import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="python -m dffml_archive",
+        description="Pack, extract, verify and inspect model archives "
+        "(.zip, .tar, .tar.gz, .tar.bz2, .tar.xz, .tar.zst).",
+    )
+    parser.add_argument("--version", action="version", version=f"dffml-archive {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="show a traceback when something fails")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands.required = True
+
+    pack = commands.add_parser("pack", help="pack DIRECTORY into ARCHIVE (replaced atomically)")
+    pack.add_argument("directory", metavar="DIRECTORY")
+    pack.add_argument("archive", metavar="ARCHIVE", help="format from the extension")
+    pack.add_argument("--level", type=int, help="compression level (codec default if omitted)")
+
+    extract = commands.add_parser("extract", help="extract ARCHIVE into DEST (created if missing)")
+    extract.add_argument("archive", metavar="ARCHIVE")
+    extract.add_argument("destination", metavar="DEST")
+    extract.add_argument("--replace", action="store_true",
+                         help="replace DEST if it exists and is not empty")
+    _add_limits(extract)
+
+    verify = commands.add_parser("verify", help="check every member of ARCHIVE, writing nothing")
+    verify.add_argument("archive", metavar="ARCHIVE")
+    _add_limits(verify)
+
+    inspect = commands.add_parser("inspect", help="show the manifest of ARCHIVE")
+    inspect.add_argument("archive", metavar="ARCHIVE")
+    inspect.add_argument("--json", action="store_true", help="print JSON")
+    return parser
+
+
+def _limits(args):
+    from ._safety import Limits
+
+    chosen = {
+        name: value
+        for name, value in (
+            ("max_size", args.max_size),
+            ("max_members", args.max_members),
+            ("max_ratio", args.max_ratio),
+        )
+        if value is not None
+    }
+    return Limits(**chosen)
+
+
+def _run_pack(args, job):
+    from ._pack import pack_directory
+
+    manifest = pack_directory(args.directory, args.archive, level=args.level, job=job)
+    files = sum(1 for member in manifest.members if member.type == "file")
+    return f"packed {files} file(s) ({_human(manifest.total_size)}) into {args.archive}"
+
+
+def _run_extract(args, job):
+    from ._extract import extract_archive
+
+    manifest = extract_archive(
+        args.archive, args.destination, limits=_limits(args), replace=args.replace, job=job
+    )
+    return f"extracted {len(manifest.members)} members into {args.destination}"
+
+
+def _run_verify(args, job):
+    from ._extract import verify_archive
+
+    manifest = verify_archive(args.archive, limits=_limits(args), job=job)
+    if not manifest.verified:
+        return f"{args.archive}: safe to extract, but it has no manifest: content not verified"
+    return f"{args.archive}: OK ({len(manifest.members)} members match the manifest)"
+
+
+def _run_inspect(args, job):
+    import json
+
+    from ._inspect import inspect_archive
+
+    info = inspect_archive(args.archive)
+    if args.json:
+        return json.dumps(info.to_json(), indent=2, sort_keys=True, ensure_ascii=False)
+    return format_info(info)
+
+
+def format_info(info) -> str:
+    import json
+
+    lines = [f"archive:  {info.path} ({info.format}, {_human(info.size)})"]
+    manifest = info.manifest
+    if manifest is None:
+        lines.append("manifest: none (made by another tool: content cannot be verified)")
+    else:
+        writer = ", ".join(f"{name} {version}" for name, version in sorted(manifest.created_by.items()) if version)
+        lines.append(f"manifest: version {manifest.version}, written by {writer}")
+        model = json.dumps(manifest.model, indent=2, sort_keys=True) if manifest.model else "none"
+        lines.append("model:    " + model.replace("\n", "\n          "))
+    files = [member for member in info.members if member.type == "file"]
+    total = sum(member.size for member in files)
+    lines.append(f"members:  {len(info.members)} ({len(files)} file(s), {_human(total)})")
+    for member in info.members:
+        digest = f"sha256:{member.sha256[:12]}" if member.sha256 else " " * 19
+        suffix = "/" if member.type == "directory" else ""
+        lines.append(f"  {member.mode:04o} {member.size:>12} {digest} {member.path}{suffix}")
+    return "\n".join(lines)
+
+
+_COMMANDS = {
+    "pack": _run_pack,
+    "extract": _run_extract,
+    "verify": _run_verify,
+    "inspect": _run_inspect,
+}
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    import warnings
+
+    from ._job import Job
+    from .errors import ArchiveError
+
+    bar = ProgressBar(args.command)
+    job = Job(bar)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            message = _COMMANDS[args.command](args, job)
+    except (ArchiveError, OSError, ValueError) as error:
+        bar.close()
+        if args.verbose:
+            import traceback
+
+            traceback.print_exc()
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        bar.close()
+        print("error: interrupted; nothing was changed", file=sys.stderr)
+        return 130
+    bar.close()
+    for warning in caught:
+        print(f"warning: {warning.message}", file=sys.stderr)
+    print(message)
+    return EXIT_OK
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
