@@ -44,6 +44,8 @@ class WorkingCopy:
     #: Model information stored in the manifest on save; starts as the
     #: archive's own.  Changing it alone is a change worth saving.
     model: Optional[dict] = None
+    #: Set to False to leave without saving even if the tree changed.
+    save: bool = True
 
 
 _active: Dict[str, list] = {}  # real archive path -> [WorkingCopy, depth]
@@ -197,6 +199,8 @@ async def _enter(archive: pathlib.Path, limits) -> tuple:
 
 
 def _needs_saving(slot: _CacheSlot, copy: WorkingCopy) -> bool:
+    if not copy.save:
+        return False
     if copy.manifest is None:
         return copy.model is not None or any(os.scandir(slot.tree))
     if _normalized_json(copy.model) != _normalized_json(copy.manifest.model):

@@ -1,0 +1,381 @@
+"""Archive-capable DFFML models.
+
+:func:`archive_model` turns any DFFML model class into one whose config has
+``location`` (a directory or an archive path) instead of ``directory``.  It
+is a factory rather than a mixin because upstream models build their
+classes dynamically (scikit makes 36 of them in a loop) and we cannot edit
+them: the factory wraps any class the same way, keeps the upstream class
+untouched, and puts each backend's quirks in a small :class:`BackendAdapter`.
+
+Life cycle: ``async with model`` enters the location (extracting the archive
+through the dataflow operations, see :mod:`dffml_archive.operations`),
+builds the upstream model with its directory set to the working copy and
+enters it; leaving saves the upstream model, then repacks the archive only
+if something changed, atomically, and never after an exception.
+"""
+import contextlib
+import copy as _copy
+import dataclasses
+import json
+import pathlib
+import shutil
+import sys
+from typing import Any, Dict, Optional
+
+from dffml import Feature, Features, Model, ModelContext, entrypoint, field, make_config
+from dffml.model.model import ModelNotTrained
+from dffml.util.data import export_dict
+
+from ._formats import is_archive_path
+from ._location import archive_location
+from ._manifest import created_by, _distribution_version
+from .errors import ArchiveError
+
+#: Rule for our entry point names: never an upstream name (two distributions
+#: registering one name are resolved by install order).
+LABEL_SUFFIX = "_archive"
+
+
+def archive_label(upstream: str) -> str:
+    return f"{upstream}{LABEL_SUFFIX}"
+
+
+class ConfigMismatchError(ArchiveError):
+    """The options given differ from the configuration stored in the archive."""
+
+
+class WrongBackendError(ArchiveError):
+    """The archive holds a model of another backend."""
+
+
+class BackendAdapter:
+    """A backend's own save/load quirks.  The default has none."""
+
+    #: Distribution whose version is recorded in the manifest.
+    distribution = "dffml"
+    #: pip extra of dffml-archive that installs this backend.
+    extra = None
+
+    def after_enter(self, model: "ArchiveModel", inner: Model) -> None:
+        """Called once the upstream model has loaded its state."""
+
+    def before_exit(self, model: "ArchiveModel", inner: Model) -> None:
+        """Called before the upstream model writes its state."""
+
+    def config_value_from_json(self, config_field, value):
+        """Turn a stored (exported) config value back into a typed one."""
+        return value_from_json(config_field, value)
+
+
+def value_from_json(config_field, value):
+    if value is None:
+        return None
+    if config_field.type is Features:
+        return Features._fromdict(**value)
+    if config_field.type is Feature:
+        return Feature._fromdict(**value)
+    if config_field.type is pathlib.Path:
+        return pathlib.Path(value)
+    return value
+
+
+def exported(value) -> Any:
+    return export_dict(value=value)["value"]
+
+
+def _same(left, right) -> bool:
+    return json.dumps(left, sort_keys=True, default=str) == json.dumps(
+        right, sort_keys=True, default=str
+    )
+
+
+class ArchiveModelContext(ModelContext):
+    """Delegates to the upstream context; refuses to predict from nothing."""
+
+    def __init__(self, parent: "ArchiveModel"):
+        super().__init__(parent)
+        self.inner = parent.inner()
+
+    async def __aenter__(self):
+        await self.inner.__aenter__()
+        return self
+
+    async def __aexit__(self, exc_type, exc_value, traceback):
+        await self.inner.__aexit__(exc_type, exc_value, traceback)
+
+    async def train(self, sources):
+        self.parent.trained = True
+        return await self.inner.train(sources)
+
+    async def accuracy(self, sources):
+        self.parent.require_state("accuracy")
+        return await self.inner.accuracy(sources)
+
+    async def predict(self, sources):
+        self.parent.require_state("predict")
+        async for record in self.inner.predict(sources):
+            yield record
+
+
+class ArchiveModel(Model):
+    """Base of every generated archive model class; see :func:`archive_model`."""
+
+    INNER: type = None
+    UPSTREAM: str = None
+    ADAPTER = BackendAdapter()
+    CONTEXT = ArchiveModelContext
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.inner: Optional[Model] = None
+        self.working_copy = None
+        self.trained = False
+        self._depth = 0
+        self._stack: Optional[contextlib.AsyncExitStack] = None
+
+    # -- configuration -----------------------------------------------------
+
+    @classmethod
+    def inner_fields(cls):
+        return [f for f in dataclasses.fields(cls.INNER.CONFIG) if f.name != "directory"]
+
+    @classmethod
+    def stored_values(cls, stored_config: Dict[str, Any]) -> Dict[str, Any]:
+        """Typed config values from a manifest's exported config."""
+        values = {}
+        for config_field in cls.inner_fields():
+            if config_field.name in stored_config:
+                values[config_field.name] = cls.ADAPTER.config_value_from_json(
+                    config_field, stored_config[config_field.name]
+                )
+        return values
+
+    def _given_values(self) -> Dict[str, Any]:
+        return {
+            f.name: getattr(self.config, f.name)
+            for f in self.inner_fields()
+            if getattr(self.config, f.name) is not None
+        }
+
+    def _resolve_values(self, stored: Optional[dict]) -> Dict[str, Any]:
+        given = self._given_values()
+        if stored is None or self.config.retrain:
+            return given
+        self._check_backend(stored)
+        stored_config = stored.get("config") or {}
+        differences = [
+            f"{name}: archive has {json.dumps(stored_config[name], sort_keys=True)}, "
+            f"given {json.dumps(exported(value), sort_keys=True, default=str)}"
+            for name, value in given.items()
+            if name in stored_config and not _same(exported(value), stored_config[name])
+        ]
+        if differences:
+            raise ConfigMismatchError(
+                self.config.location,
+                "the given options differ from the configuration the model was "
+                "trained with: " + "; ".join(differences),
+                hint="omit them to use the archive's, or pass -model-retrain "
+                "(retrain=True) to train anew with the new ones",
+            )
+        values = self.stored_values(stored_config)
+        values.update(given)
+        return values
+
+    def _check_backend(self, stored: dict) -> None:
+        if stored.get("upstream") != self.UPSTREAM:
+            raise WrongBackendError(
+                self.config.location,
+                f"holds a {stored.get('upstream')!r} model "
+                f"(entry point {stored.get('entrypoint')!r}), not {self.UPSTREAM!r} "
+                f"({self.ENTRY_POINT_ORIG_LABEL!r})",
+                hint=f"use -model {stored.get('entrypoint')} or "
+                "dffml_archive.load_model()",
+            )
+
+    def _inner_config(self, directory, stored: Optional[dict]):
+        values = self._resolve_values(stored)
+        missing = [
+            f.name
+            for f in self.inner_fields()
+            if f.name not in values
+            and f.default is dataclasses.MISSING
+            and f.default_factory is dataclasses.MISSING
+        ]
+        if missing:
+            raise ArchiveError(
+                self.config.location,
+                "missing model options " + ", ".join(f"-model-{name}" for name in missing),
+                hint="give them, or point -model-location at a trained model archive",
+            )
+        return self.INNER.CONFIG(directory=directory, **values)
+
+    def model_info(self) -> dict:
+        config = export_dict(**dataclasses.asdict(self.inner.config))
+        config.pop("directory", None)
+        versions = created_by()
+        versions[self.ADAPTER.distribution] = _distribution_version(self.ADAPTER.distribution)
+        return {
+            "entrypoint": self.ENTRY_POINT_ORIG_LABEL,
+            "upstream": self.UPSTREAM,
+            "class": f"{self.INNER.__module__}:{self.INNER.__qualname__}",
+            "extra": self.ADAPTER.extra,
+            "config": config,
+            "versions": versions,
+        }
+
+    # -- life cycle --------------------------------------------------------
+
+    @property
+    def is_archive(self) -> bool:
+        return is_archive_path(self.config.location) and not pathlib.Path(
+            self.config.location
+        ).is_dir()
+
+    def require_state(self, action: str) -> None:
+        if not self.is_archive or self.trained:
+            return
+        if self.working_copy.manifest is None or self.config.retrain:
+            raise ModelNotTrained(
+                f"{self.config.location}: no trained model archive here, so it "
+                f"cannot {action}: train first (dffml train ... -model-location "
+                f"{self.config.location})"
+            )
+
+    async def __aenter__(self):
+        self._depth += 1
+        if self._depth == 1:
+            try:
+                await self._open()
+            except BaseException:
+                self._depth -= 1
+                raise
+        return self
+
+    async def _open(self):
+        stack = contextlib.AsyncExitStack()
+        copy = await stack.enter_async_context(archive_location(self.config.location))
+        try:
+            stored = copy.manifest.model if copy.manifest else None
+            if self.config.retrain:
+                _empty_directory(copy.directory)
+            self.inner = self.INNER(self._inner_config(copy.directory, stored))
+            await self.inner.__aenter__()
+            self.ADAPTER.after_enter(self, self.inner)
+        except BaseException:
+            await stack.__aexit__(*sys.exc_info())
+            self.inner = None
+            raise
+        self.working_copy, self._stack = copy, stack
+
+    async def __aexit__(self, exc_type, exc_value, traceback):
+        self._depth -= 1
+        if self._depth:
+            return
+        stack, copy, inner = self._stack, self.working_copy, self.inner
+        self._stack = self.working_copy = self.inner = None
+        try:
+            self.ADAPTER.before_exit(self, inner)
+            await inner.__aexit__(exc_type, exc_value, traceback)
+        except BaseException:
+            await stack.__aexit__(*sys.exc_info())
+            raise
+        if exc_type is None and copy.archive is not None:
+            if self.trained or copy.manifest is not None:
+                self.inner = inner
+                copy.model = self.model_info()
+                self.inner = None
+            else:
+                copy.save = False  # nothing trained into a new location
+        await stack.__aexit__(exc_type, exc_value, traceback)
+
+    def __call__(self) -> ModelContext:
+        if self.inner is None:
+            raise RuntimeError(
+                f"enter the model before using it: async with model: "
+                f"async with model() as mctx: ... ({self.config.location})"
+            )
+        return self.CONTEXT(self)
+
+
+def _empty_directory(directory: pathlib.Path) -> None:
+    for child in directory.iterdir():
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child)
+        else:
+            child.unlink()
+
+
+def _optional(config_field) -> tuple:
+    """The upstream field with default None, meaning "not given": then the
+    archive's stored value, or the upstream default, applies."""
+    clone = _copy.copy(config_field)
+    clone.default = None
+    clone.default_factory = dataclasses.MISSING
+    description = config_field.metadata.get("description", "")
+    if config_field.default is not dataclasses.MISSING:
+        description += f" (default: {config_field.default!r})"
+    clone.metadata = dict(config_field.metadata, description=description.strip(), required=False)
+    return (config_field.name, config_field.type, clone)
+
+
+def archive_model(inner: type, upstream: str, adapter: BackendAdapter = None, module=None) -> type:
+    """Make an archive-capable model class from the upstream class ``inner``
+    registered as ``upstream``.  Its entry point label is
+    :func:`archive_label` of ``upstream``."""
+    label = archive_label(upstream)
+    module = module or __name__
+    fields = [_optional(f) for f in dataclasses.fields(inner.CONFIG) if f.name != "directory"]
+    fields.append(("location", pathlib.Path, field(
+        "Model location: a directory, or an archive file (.zip, .tar, .tar.gz, "
+        ".tar.bz2, .tar.xz, .tar.zst) holding the model and its configuration"
+    )))
+    fields.append(("retrain", bool, field(
+        "Train anew with the given options, replacing the archive's model",
+        default=False,
+    )))
+    config_cls = make_config(
+        f"{inner.__name__}ArchiveConfig", fields, namespace={"__module__": module}
+    )
+    cls = type(
+        f"{inner.__name__}Archive",
+        (ArchiveModel,),
+        {
+            "__module__": module,
+            "__doc__": f"{inner.__name__} ({upstream!r}) stored at a location "
+            "that may be one archive file.",
+            "CONFIG": config_cls,
+            "INNER": inner,
+            "UPSTREAM": upstream,
+            "ADAPTER": adapter or BackendAdapter(),
+        },
+    )
+    return entrypoint(label)(cls)
+
+
+async def load_model(location, **options) -> ArchiveModel:
+    """A configured model from an archive alone: the backend, features and
+    every option come from its manifest.  ``options`` override stored ones
+    only with ``retrain=True``."""
+    from ._api import inspect
+
+    info = await inspect(location)
+    model_info = info.manifest.model if info.manifest else None
+    if not model_info or "entrypoint" not in model_info:
+        raise ArchiveError(
+            location,
+            "holds no model information (not written by a dffml-archive model)",
+            hint="train a model into it with an *_archive model",
+        )
+    label = model_info["entrypoint"]
+    try:
+        model_cls = Model.load(label)
+    except Exception:
+        extra = model_info.get("extra")
+        raise ArchiveError(
+            location,
+            f"holds a {label!r} model but that backend is not installed",
+            hint=f"pip install 'dffml-archive[{extra}]'" if extra else None,
+        ) from None
+    values = model_cls.stored_values(model_info.get("config") or {})
+    values.update(options)
+    return model_cls(location=pathlib.Path(location), **values)
