@@ -28,6 +28,26 @@ DEV_EXTRAS = [
     "sphinx==7.1.2",
 ]
 
+# Our entry point for upstream model NAME is NAME_archive (never an upstream
+# name: two distributions registering one name are resolved by install order).
+SCIKIT_MODELS = """
+scikitac scikitadaboost scikitap scikitard scikitbgc scikitbirch scikitbnb
+scikitbyr scikitdtc scikitdtr scikiteln scikitetc scikitgbc scikitgnb scikitgpc
+scikitgpr scikitkmeans scikitknn scikitlars scikitlas scikitlda scikitlor
+scikitlr scikitmbkmeans scikitmlp scikitmnb scikitms scikitomp scikitoptics
+scikitqda scikitrfc scikitrfr scikitridge scikitrsc scikitsc scikitsvc
+""".split()
+MODELS_BY_MODULE = {
+    "slr": ["slr"],
+    "scratch": ["scratchlgrsag", "anomalydetection"],
+    "scikit": SCIKIT_MODELS,
+}
+MODEL_ENTRY_POINTS = [
+    f"{name}_archive = model_plugins.{module}:{name}_archive"
+    for module, names in MODELS_BY_MODULE.items()
+    for name in names
+]
+
 EXTRAS = dict(BACKEND_EXTRAS)
 EXTRAS["dev"] = DEV_EXTRAS
 EXTRAS["all"] = sorted(
@@ -61,6 +81,6 @@ setup(
         "dffml.service.cli": [
             "archive = dffml_archive.service:ArchiveService",
         ],
-        "dffml.model": [],
+        "dffml.model": MODEL_ENTRY_POINTS,
     },
 )

@@ -1,0 +1,61 @@
+"""dffml-model-scikit: every model the plugin registers, found from its entry
+points at import time.
+
+Quirk: the plugin stores accuracy (the prediction confidence) in
+``Scikit.json`` under a sha384 of its config *including the directory path*,
+so a moved or freshly extracted model would predict with NaN confidence.
+Inside the archive we keep it under the key computed for a fixed placeholder
+directory and swap keys around the upstream model's load and save, using the
+plugin's own hash function.
+"""
+import dataclasses
+
+import pkg_resources
+from dffml_model_scikit import scikit_models
+
+from dffml_archive.model import BackendAdapter, archive_model
+
+CANONICAL_DIRECTORY = "/__dffml_archive__/model"
+
+
+class ScikitAdapter(BackendAdapter):
+    distribution = "dffml-model-scikit"
+    extra = "scikit"
+
+    @staticmethod
+    def _confidence_key(inner, directory) -> str:
+        probe = type(inner)(dataclasses.replace(inner.config, directory=directory))
+        return inner.CONTEXT(probe)._features_hash
+
+    def _move(self, inner, source, destination) -> None:
+        if source != destination and source in inner.saved:
+            inner.saved[destination] = inner.saved.pop(source)
+
+    def after_enter(self, model, inner) -> None:
+        canonical = self._confidence_key(inner, CANONICAL_DIRECTORY)
+        self._move(inner, canonical, self._confidence_key(inner, inner.config.directory))
+
+    def before_exit(self, model, inner) -> None:
+        live = self._confidence_key(inner, inner.config.directory)
+        self._move(inner, live, self._confidence_key(inner, CANONICAL_DIRECTORY))
+
+
+ADAPTER = ScikitAdapter()
+
+
+def _upstream_models():
+    """(name, class) for every model the plugin registers, plus ``scikitrfr``,
+    which it builds but forgot to register."""
+    distribution = pkg_resources.get_distribution("dffml-model-scikit")
+    found = {
+        name: entry.resolve()
+        for name, entry in distribution.get_entry_map("dffml.model").items()
+    }
+    found.setdefault("scikitrfr", scikit_models.RandomForestRegressorModel)
+    return sorted(found.items())
+
+
+UPSTREAM_NAMES = []
+for _name, _inner in _upstream_models():
+    globals()[f"{_name}_archive"] = archive_model(_inner, _name, ADAPTER, module=__name__)
+    UPSTREAM_NAMES.append(_name)
