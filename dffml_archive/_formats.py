@@ -164,6 +164,19 @@ def _matching_format(path) -> Optional[Format]:
     return best[0] if best else None
 
 
+#: Extensions of archive formats we do not write: a location ending in one is
+#: refused instead of silently becoming a directory of that name.
+UNSUPPORTED_ARCHIVE_EXTENSIONS = (
+    ".rar", ".7z", ".gz", ".bz2", ".xz", ".zst", ".lz4", ".lzma", ".tar.lz4",
+    ".tar.lzma", ".tlz", ".cpio", ".jar", ".war", ".whl", ".egg",
+)
+
+
+def looks_like_unsupported_archive(path) -> bool:
+    name = pathlib.PurePath(path).name.lower()
+    return not is_archive_path(path) and name.endswith(UNSUPPORTED_ARCHIVE_EXTENSIONS)
+
+
 def is_archive_path(path) -> bool:
     """True when ``path`` names an archive by its extension."""
     return _matching_format(path) is not None

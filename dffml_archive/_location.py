@@ -25,7 +25,7 @@ import tempfile
 from typing import Dict, Optional
 
 from . import _constants as C
-from ._formats import format_for_path, is_archive_path
+from ._formats import format_for_path, is_archive_path, looks_like_unsupported_archive
 from ._lock import archive_lock
 from ._manifest import Manifest
 from ._safety import sanitized_dir_mode, sanitized_file_mode
@@ -227,10 +227,11 @@ async def archive_location(location, *, limits=None):
     ``path`` is a directory (yielded as is) or an archive path, chosen by its
     extension (an existing directory always counts as a directory)."""
     path = pathlib.Path(location)
+    if looks_like_unsupported_archive(path) and not path.is_dir():
+        format_for_path(path)  # raises, listing the supported extensions
     if path.is_dir() or not is_archive_path(path):
         yield WorkingCopy(directory=path)
         return
-    format_for_path(path)  # an unsupported extension fails before any work
     key = os.path.realpath(path)
     active = _active.get(key)
     if active is not None:

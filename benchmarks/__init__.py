@@ -1,0 +1,1 @@
+"""Benchmarks of dffml-archive (see benchmarks/README.md)."""
