@@ -123,7 +123,7 @@ def make_small(root: pathlib.Path, files: int, dirs: int) -> pathlib.Path:
             record = {
                 "id": made,
                 "name": f"record-{made:06d}",
-                "features": {f"f{k}": round(rng.uniform(-1000, 1000), 6) for k in range(14)},
+                "features": {f"f{k}": round(rng.uniform(-1000, 1000), 6) for k in range(17)},
                 "label": rng.choice(["cat", "dog", "bird", "fish"]),
                 "note": "".join(rng.choice("abcdefghijklmnopqrstuvwxyz ") for _ in range(40)),
             }

@@ -117,19 +117,14 @@ def _refuse_kind(archive, entry, name):
 def _read_manifest(archive, entry: Entry) -> Manifest:
     if entry.size > MAX_MANIFEST_BYTES:
         raise ArchiveLimitError(archive, "manifest is implausibly large", member=entry.name)
-    with entry.open() as handle:
-        data = handle.read(MAX_MANIFEST_BYTES + 1)
-    return Manifest.from_bytes(archive, data)
+    return Manifest.from_bytes(archive, b"".join(bytes(chunk) for chunk in entry.chunks()))
 
 
 def _copy_member(archive, entry, name, sink, tracker, job) -> ManifestMember:
     digest = hashlib.sha256()
     copied = 0
-    with entry.open() as source, sink.file(name, entry.mode) as write:
-        while True:
-            chunk = source.read(C.CHUNK_SIZE)
-            if not chunk:
-                break
+    with sink.file(name, entry.mode) as write:
+        for chunk in entry.chunks():
             copied += len(chunk)
             tracker.wrote(len(chunk), name)
             digest.update(chunk)

@@ -69,7 +69,11 @@ def _gzip_writer(raw, level):
 def _gzip_reader(raw):
     igzip = _isal_igzip()
     if igzip is not None:
-        return igzip.IGzipFile(fileobj=raw, mode="rb")
+        from isal import igzip_threaded
+
+        # Decompresses in a background thread, overlapping with our hashing
+        # and writing on the other core.
+        return igzip_threaded.open(raw, "rb", threads=1)
     return gzip.GzipFile(fileobj=raw, mode="rb")
 
 

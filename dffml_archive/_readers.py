@@ -5,13 +5,15 @@ Readers only describe members; every decision about them is taken by
 """
 import bz2
 import dataclasses
+import functools
 import lzma
 import stat
 import tarfile
 import zipfile
 import zlib
-from typing import BinaryIO, Callable, Iterator, Optional
+from typing import Callable, Iterator, Optional
 
+from ._constants import CHUNK_SIZE
 from ._formats import Format
 from .errors import CorruptArchiveError, UnsafeArchiveError, UnsupportedArchiveError
 
@@ -45,7 +47,9 @@ class Entry:
     kind: str
     size: int
     mode: int
-    open: Optional[Callable[[], BinaryIO]] = None
+    #: For files: yields the content in chunks (views of a reused buffer:
+    #: consume each before asking for the next).
+    chunks: Optional[Callable[[], Iterator[bytes]]] = None
 
 
 def _tar_kind(info: tarfile.TarInfo) -> str:
@@ -66,17 +70,102 @@ def _tar_kind(info: tarfile.TarInfo) -> str:
     return OTHER
 
 
+class _ForwardStream:
+    """Exact-size reads from a decompressed stream, counting the position
+    (codec readers may return short reads)."""
+
+    def __init__(self, stream):
+        self.stream = stream
+        self.position = 0
+
+    def read(self, size: int) -> bytes:
+        parts, wanted = [], size
+        while wanted:
+            data = self.stream.read(wanted)
+            if not data:
+                break
+            parts.append(data)
+            wanted -= len(data)
+        data = b"".join(parts)
+        self.position += len(data)
+        return data
+
+    def readinto(self, view) -> int:
+        filled = 0
+        while filled < len(view):
+            count = self.stream.readinto(view[filled:])
+            if not count:
+                break
+            filled += count
+        self.position += filled
+        return filled
+
+    def tell(self) -> int:
+        return self.position
+
+
+class _TarHeaders:
+    """The little of a TarFile that ``TarInfo.fromtarfile`` needs, so the
+    stdlib parses headers (ustar, pax, GNU long names) while the data is
+    read straight from the stream, without tarfile's extra buffer copies."""
+
+    encoding = "utf-8"
+    errors = "surrogateescape"
+
+    def __init__(self, stream):
+        self.fileobj = _ForwardStream(stream)
+        self.pax_headers = {}
+        self.offset = 0
+
+    def next_member(self) -> Optional[tarfile.TarInfo]:
+        try:
+            return tarfile.TarInfo.fromtarfile(self)
+        except tarfile.EOFHeaderError:
+            return None  # zero block: the end-of-archive marker
+        except tarfile.EmptyHeaderError:
+            if self.fileobj.position == 0:
+                raise tarfile.ReadError("empty file") from None
+            return None  # ended without end blocks, as some writers do
+
+
+class _MemberData:
+    def __init__(self, stream: _ForwardStream, size: int, view):
+        self.stream = stream
+        self.remaining = size
+        self.view = view
+
+    def chunks(self):
+        while self.remaining:
+            part = self.view[: min(self.remaining, len(self.view))]
+            count = self.stream.readinto(part)
+            if count != len(part):
+                raise tarfile.ReadError("unexpected end of data")
+            self.remaining -= count
+            yield part
+
+    def skip_rest(self, padding: int) -> None:
+        for _ in self.chunks():
+            pass
+        if padding and len(self.stream.read(padding)) != padding:
+            raise tarfile.ReadError("unexpected end of data")
+
+
 def iter_tar(fmt: Format, raw) -> Iterator[Entry]:
     stream = fmt.open_reader(raw)
+    view = memoryview(bytearray(CHUNK_SIZE))
     try:
-        # "r|" reads strictly forward, so compressed streams never seek.
-        with tarfile.open(fileobj=stream, mode="r|", bufsize=1 << 20) as bundle:
-            for info in bundle:
-                kind = _tar_kind(info)
-                opener = None
-                if kind == FILE:
-                    opener = lambda info=info: bundle.extractfile(info)  # noqa: E731
-                yield Entry(info.name, kind, info.size, info.mode, opener)
+        headers = _TarHeaders(stream)
+        while True:
+            info = headers.next_member()
+            if info is None:
+                return
+            kind = _tar_kind(info)
+            if kind != FILE:
+                yield Entry(info.name, kind, info.size, info.mode)
+                continue
+            data = _MemberData(headers.fileobj, info.size, view)
+            yield Entry(info.name, kind, info.size, info.mode, data.chunks)
+            data.skip_rest(-info.size % tarfile.BLOCKSIZE)
     finally:
         stream.close()
 
@@ -127,16 +216,23 @@ def zip_infos(archive, raw):
     return bundle, infos
 
 
+def _zip_chunks(bundle, info):
+    with bundle.open(info) as member:
+        while True:
+            data = member.read(CHUNK_SIZE)
+            if not data:
+                return
+            yield data
+
+
 def iter_zip(archive, raw) -> Iterator[Entry]:
     bundle, infos = zip_infos(archive, raw)
     with bundle:
         for info in infos:
             kind = _zip_kind(info)
-            opener = None
-            if kind == FILE:
-                opener = lambda info=info: bundle.open(info)  # noqa: E731
+            chunks = functools.partial(_zip_chunks, bundle, info) if kind == FILE else None
             # orig_filename: ZipInfo.filename silently cuts names at a NUL.
-            yield Entry(info.orig_filename, kind, info.file_size, _zip_mode(info, kind), opener)
+            yield Entry(info.orig_filename, kind, info.file_size, _zip_mode(info, kind), chunks)
 
 
 def iter_entries(archive, fmt: Format, raw) -> Iterator[Entry]:
