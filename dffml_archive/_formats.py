@@ -77,6 +77,44 @@ def _gzip_reader(raw):
     return gzip.GzipFile(fileobj=raw, mode="rb")
 
 
+def raw_deflate_compressor(level=2):
+    """A zlib-compatible raw-deflate compressor object (ISA-L when present),
+    as zip members need: wbits -15, no header."""
+    try:
+        from isal import isal_zlib
+    except ImportError:
+        import zlib
+
+        return zlib.compressobj(6, zlib.DEFLATED, -15)
+    return isal_zlib.compressobj(level, isal_zlib.DEFLATED, -15)
+
+
+def raw_deflate_decompressor():
+    try:
+        from isal import isal_zlib
+    except ImportError:
+        import zlib
+
+        return zlib.decompressobj(-15)
+    return isal_zlib.decompressobj(-15)
+
+
+#: A member is stored rather than deflated when a sample of it shrinks by
+#: less than this: trained weights barely compress, and storing them is
+#: ~10x faster to write and read.
+DEFLATE_MIN_SAVING = 0.03
+DEFLATE_SAMPLE_BYTES = 64 << 10
+
+
+def worth_deflating(sample) -> bool:
+    if len(sample) < 4096:
+        return True  # small files (JSON, configs): always deflate
+    sample = bytes(sample[:DEFLATE_SAMPLE_BYTES])
+    compressor = raw_deflate_compressor(1)
+    packed = len(compressor.compress(sample)) + len(compressor.flush())
+    return packed < (1 - DEFLATE_MIN_SAVING) * len(sample)
+
+
 def _zstd_writer(raw, level):
     import zstandard
 

@@ -16,7 +16,7 @@ from typing import List, Optional
 
 from . import _constants as C
 from ._atomic import atomic_write
-from ._formats import Format, format_for_path
+from ._formats import Format, format_for_path, raw_deflate_compressor, worth_deflating
 from ._job import Job
 from ._lock import archive_lock
 from ._manifest import Manifest, ManifestMember
@@ -31,6 +31,7 @@ class _SourceEntry:
     member: ManifestMember
     path: str
     stat: Optional[os.stat_result] = None
+    deflate: bool = True  # zip only: deflate or store (see worth_deflating)
 
 
 def _source_error(archive, directory, relative, reason):
@@ -89,12 +90,12 @@ def _hash_file(entry: _SourceEntry, buffer, job: Job, archive) -> None:
     digest = hashlib.sha256()
     view = memoryview(buffer)
     with open(entry.path, "rb") as handle:
-        while True:
-            count = handle.readinto(buffer)
-            if not count:
-                break
+        count = handle.readinto(buffer)
+        entry.deflate = worth_deflating(view[:count])
+        while count:
             digest.update(view[:count])
             job.advance(count)
+            count = handle.readinto(buffer)
     entry.member = dataclasses.replace(entry.member, sha256=digest.hexdigest())
     after = os.stat(entry.path)
     if (after.st_size, after.st_mtime_ns) != (entry.stat.st_size, entry.stat.st_mtime_ns):
@@ -173,7 +174,7 @@ def _write_tar(stream, manifest_bytes, entries, job, archive):
         write(tarfile.NUL * (tarfile.RECORDSIZE - position % tarfile.RECORDSIZE))
 
 
-def _zip_info(name, kind, mode, size):
+def _zip_info(name, kind, mode, size, deflate=True):
     info = zipfile.ZipInfo(name, date_time=C.FIXED_ZIP_DATE_TIME)
     info.create_system = 3  # unix, so external_attr carries the mode
     if kind == DIRECTORY:
@@ -181,7 +182,7 @@ def _zip_info(name, kind, mode, size):
         info.compress_type = zipfile.ZIP_STORED
     else:
         info.external_attr = (stat.S_IFREG | mode) << 16
-        info.compress_type = zipfile.ZIP_DEFLATED
+        info.compress_type = zipfile.ZIP_DEFLATED if deflate else zipfile.ZIP_STORED
         info.file_size = size
     return info
 
@@ -197,8 +198,12 @@ def _write_zip(raw, manifest_bytes, entries, job, archive):
             if member.type == DIRECTORY:
                 bundle.writestr(_zip_info(member.path + "/", DIRECTORY, member.mode, 0), b"")
                 continue
-            info = _zip_info(member.path, FILE, member.mode, member.size)
+            info = _zip_info(member.path, FILE, member.mode, member.size, entry.deflate)
             with bundle.open(info, "w") as out:
+                if entry.deflate:
+                    # zipfile has no compressor hook; its writer only calls
+                    # compress() and flush(), which ISA-L's object provides.
+                    out._compressor = raw_deflate_compressor()
                 _copy_file(entry, out.write, buffer, job, archive)
 
 

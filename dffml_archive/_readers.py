@@ -14,7 +14,7 @@ import zlib
 from typing import Callable, Iterator, Optional
 
 from ._constants import CHUNK_SIZE
-from ._formats import Format
+from ._formats import Format, raw_deflate_decompressor
 from .errors import CorruptArchiveError, UnsafeArchiveError, UnsupportedArchiveError
 
 FILE, DIRECTORY = "file", "directory"
@@ -218,6 +218,10 @@ def zip_infos(archive, raw):
 
 def _zip_chunks(bundle, info):
     with bundle.open(info) as member:
+        if info.compress_type == zipfile.ZIP_DEFLATED:
+            # As in _pack: swap in ISA-L's zlib-compatible object before
+            # the first read (zipfile has no hook for it).
+            member._decompressor = raw_deflate_decompressor()
         while True:
             data = member.read(CHUNK_SIZE)
             if not data:
