@@ -225,6 +225,13 @@ def pack_directory(
         raise ArchiveSourceError(
             archive, f"{directory!r} is not a directory", hint="give the model directory to pack"
         )
+    inside = os.path.realpath(os.path.dirname(os.path.abspath(archive)))
+    if (inside + os.sep).startswith(os.path.realpath(directory) + os.sep):
+        raise ArchiveSourceError(
+            archive,
+            f"the archive would be written inside {directory!r}, the directory being packed",
+            hint="write the archive outside the directory",
+        )
     archive.parent.mkdir(parents=True, exist_ok=True)
     entries = _scan(directory, archive)
     files = [entry for entry in entries if entry.member.type == FILE]
