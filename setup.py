@@ -1,4 +1,5 @@
 """dffml-archive: every DFFML model in one verified archive file."""
+import json
 import pathlib
 import re
 
@@ -11,22 +12,16 @@ VERSION = re.search(
     re.M,
 ).group(1)
 
-# One extra per backend.  Pins are the ones measured to install and import
-# together on Python 3.8 (see docs/install.rst).
-BACKEND_EXTRAS = {
-    "slr": [],
-    "scratch": ["dffml-model-scratch==0.1.0.post0"],
-    "scikit": [
-        "dffml-model-scikit==0.1.0.post0",
-        "numpy<1.24",
-        "pandas<2",
-    ],
-}
-DEV_EXTRAS = [
-    "pytest==8.3.5",
-    "pytest-asyncio==0.24.0",
-    "sphinx==7.1.2",
-]
+# Dependencies live in requirements.json so that scripts/bootstrap can key
+# its cached environment on them alone (editing entry points here must not
+# rebuild a multi-GB environment).
+REQUIREMENTS = json.loads((HERE / "requirements.json").read_text())
+BACKEND_EXTRAS = REQUIREMENTS["extras"]
+EXTRAS = dict(BACKEND_EXTRAS)
+EXTRAS["dev"] = REQUIREMENTS["dev"]
+EXTRAS["all"] = sorted(
+    {req for reqs in BACKEND_EXTRAS.values() for req in reqs} | set(REQUIREMENTS["dev"])
+)
 
 # Our entry point for upstream model NAME is NAME_archive (never an upstream
 # name: two distributions registering one name are resolved by install order).
@@ -36,6 +31,13 @@ scikitbyr scikitdtc scikitdtr scikiteln scikitetc scikitgbc scikitgnb scikitgpc
 scikitgpr scikitkmeans scikitknn scikitlars scikitlas scikitlda scikitlor
 scikitlr scikitmbkmeans scikitmlp scikitmnb scikitms scikitomp scikitoptics
 scikitqda scikitrfc scikitrfr scikitridge scikitrsc scikitsc scikitsvc
+""".split()
+PYTORCH_PRETRAINED_MODELS = """
+alexnet densenet121 densenet161 densenet169 densenet201 googlenet inception_v3
+mnasnet0_5 mnasnet1_0 mobilenet_v2 resnet101 resnet152 resnet18 resnet34 resnet50
+resnext101_32x8d resnext50_32x4d shufflenet_v2_x0_5 shufflenet_v2_x1_0 vgg11
+vgg11_bn vgg13 vgg13_bn vgg16 vgg16_bn vgg19 vgg19_bn wide_resnet101_2
+wide_resnet50_2
 """.split()
 MODELS_BY_MODULE = {
     "slr": ["slr"],
@@ -48,12 +50,6 @@ MODEL_ENTRY_POINTS = [
     for name in names
 ]
 
-EXTRAS = dict(BACKEND_EXTRAS)
-EXTRAS["dev"] = DEV_EXTRAS
-EXTRAS["all"] = sorted(
-    {req for reqs in BACKEND_EXTRAS.values() for req in reqs} | set(DEV_EXTRAS)
-)
-
 setup(
     name="dffml-archive",
     version=VERSION,
@@ -63,13 +59,7 @@ setup(
     license="MIT",
     packages=find_packages(include=["dffml_archive", "dffml_archive.*", "model_plugins", "model_plugins.*"]),
     python_requires=">=3.8,<3.9",
-    install_requires=[
-        "dffml==0.4.0.post2",
-        "aiofiles==24.1.0",
-        "setuptools",
-        "isal==1.7.2",
-        "zstandard==0.23.0",
-    ],
+    install_requires=REQUIREMENTS["install"],
     extras_require=EXTRAS,
     entry_points={
         "console_scripts": ["dffml-archive = dffml_archive.cli:main"],
