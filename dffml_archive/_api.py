@@ -40,15 +40,23 @@ async def pack(
     model: Optional[dict] = None,
     level: Optional[int] = None,
     progress: Optional[ProgressCallback] = None,
+    caller_holds_lock: bool = False,
 ) -> Manifest:
     """Pack ``directory`` into ``archive`` (format from its extension).
 
     The archive is replaced atomically: until the new one is complete and
     synced, the previous one is untouched.  ``model`` (JSON) is stored in
     the manifest.  ``progress(done_bytes, total_bytes)`` is called on the
-    event loop."""
+    event loop.  ``caller_holds_lock`` is for code already holding the
+    archive's lock (an :func:`archive_location` session saving it)."""
     return await run_job(
-        pack_directory, directory, archive, model=model, level=level, progress=progress
+        pack_directory,
+        directory,
+        archive,
+        model=model,
+        level=level,
+        progress=progress,
+        caller_holds_lock=caller_holds_lock,
     )
 
 

@@ -7,6 +7,7 @@ successful write (holding the archive lock) can remove leftovers of a crash.
 import contextlib
 import os
 import pathlib
+import re
 import tempfile
 
 PARTIAL_SUFFIX = ".partial"
@@ -26,19 +27,21 @@ def _current_umask() -> int:
     return mask
 
 
-def remove_stale_partials(target: pathlib.Path, keep=None) -> None:
+def remove_stale_partials(target: pathlib.Path) -> None:
     """Delete leftovers of interrupted writes of ``target``.  Only call this
     while holding the archive lock, so no live writer owns them."""
-    prefix = f".{target.name}."
+    # Exactly what mkstemp makes for this target: ".NAME." + 8 random
+    # characters + ".partial" (so "m.tar" never matches "m.tar.gz"'s).
+    pattern = re.compile(
+        re.escape(f".{target.name}.") + r"[A-Za-z0-9_]{8}" + re.escape(PARTIAL_SUFFIX)
+    )
     try:
         entries = list(os.scandir(target.parent))
     except FileNotFoundError:
         return
     for entry in entries:
         if (
-            entry.name.startswith(prefix)
-            and entry.name.endswith(PARTIAL_SUFFIX)
-            and entry.path != keep
+            pattern.fullmatch(entry.name)
             and entry.is_file(follow_symlinks=False)
         ):
             with contextlib.suppress(FileNotFoundError):

@@ -101,9 +101,12 @@ class _DiskSink:
 
     def finish(self):
         # Deepest first, so a read-only parent never blocks its children.
+        # The umask applies, as it did to the files (os.open).
+        umask = _umask()
         for name in sorted(self._dir_modes, key=lambda n: n.count("/"), reverse=True):
-            if self._dir_modes[name] != C.OWNER_DIR_BITS:
-                os.chmod(os.path.join(self.root, name), self._dir_modes[name])
+            mode = self._dir_modes[name] & ~umask
+            if mode != C.OWNER_DIR_BITS:
+                os.chmod(os.path.join(self.root, name), mode)
 
 
 def _refuse_kind(archive, entry, name):
@@ -281,8 +284,15 @@ def extract_archive(
     empty unless ``replace``).  ``private`` keeps the tree mode 0700."""
     destination = pathlib.Path(os.path.abspath(destination))
     _check_destination(archive, destination, replace)
+    created = [p for p in destination.parents if not p.exists()]
     destination.parent.mkdir(parents=True, exist_ok=True)
-    stage = tempfile.mkdtemp(dir=destination.parent, prefix=f".{destination.name}.", suffix=".extracting")
+    try:
+        stage = tempfile.mkdtemp(
+            dir=destination.parent, prefix=f".{destination.name}.", suffix=".extracting"
+        )
+    except BaseException:
+        _remove_empty(created)
+        raise
     try:
         sink = _DiskSink(archive, stage)
         manifest = read_archive(archive, limits, sink, job)
@@ -292,5 +302,12 @@ def extract_archive(
         _move_into_place(archive, stage, destination, replace)
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
+        _remove_empty(created)  # a failure leaves no trace, parents included
         raise
     return manifest
+
+
+def _remove_empty(directories) -> None:
+    for directory in directories:  # deepest first, as Path.parents lists them
+        with contextlib.suppress(OSError):
+            directory.rmdir()

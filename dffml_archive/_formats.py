@@ -53,16 +53,22 @@ def _isal_igzip():
 _isal_igzip.warned = False
 
 
+def isal_level(level: int) -> int:
+    """gzip's levels 0-9 onto ISA-L's 0-3 (6, gzip's default, gives ISA-L's
+    default 2)."""
+    return min(3, level // 3)
+
+
 def _gzip_writer(raw, level):
     igzip = _isal_igzip()
     # filename="" and mtime=0 keep the gzip header free of the temp file name
     # and the clock, so archives are byte-reproducible.
     if igzip is not None:
         return igzip.IGzipFile(
-            filename="", mode="wb", fileobj=raw, compresslevel=level, mtime=0
+            filename="", mode="wb", fileobj=raw, compresslevel=isal_level(level), mtime=0
         )
     return gzip.GzipFile(
-        filename="", mode="wb", fileobj=raw, compresslevel=6, mtime=0
+        filename="", mode="wb", fileobj=raw, compresslevel=level, mtime=0
     )
 
 
@@ -77,16 +83,17 @@ def _gzip_reader(raw):
     return gzip.GzipFile(fileobj=raw, mode="rb")
 
 
-def raw_deflate_compressor(level=2):
+def raw_deflate_compressor(level=None):
     """A zlib-compatible raw-deflate compressor object (ISA-L when present),
-    as zip members need: wbits -15, no header."""
+    as zip members need: wbits -15, no header.  ``level``: gzip's 0-9."""
+    level = ZIP_LEVELS.default if level is None else level
     try:
         from isal import isal_zlib
     except ImportError:
         import zlib
 
-        return zlib.compressobj(6, zlib.DEFLATED, -15)
-    return isal_zlib.compressobj(level, isal_zlib.DEFLATED, -15)
+        return zlib.compressobj(level, zlib.DEFLATED, -15)
+    return isal_zlib.compressobj(isal_level(level), isal_zlib.DEFLATED, -15)
 
 
 def raw_deflate_decompressor():
@@ -118,46 +125,124 @@ def worth_deflating(sample) -> bool:
 def _zstd_writer(raw, level):
     import zstandard
 
-    threads = -1 if (os.cpu_count() or 1) > 1 else 0
+    # zstd's single-threaded mode (0) writes different bytes than its
+    # multi-threaded mode (any count >= 1), so never use 0: archives must not
+    # depend on the machine's CPU count.
+    threads = max(1, os.cpu_count() or 1)
     compressor = zstandard.ZstdCompressor(
         level=level, threads=threads, write_checksum=True
     )
     return compressor.stream_writer(raw, closefd=False)
 
 
-def _zstd_reader(raw):
-    import zstandard
+_ZSTD_SKIPPABLE = range(0x184D2A50, 0x184D2A60)
 
-    return zstandard.ZstdDecompressor().stream_reader(
-        raw, read_across_frames=True, closefd=False
-    )
+
+def zstd_frames_end_at_eof(raw) -> bool:
+    """Walk the frame and block headers of a zstd file (seeking, not
+    decompressing): True when its last frame is complete.  zstandard's
+    stream reader silently stops at a cut-off frame."""
+    raw.seek(0, os.SEEK_END)
+    end = raw.tell()
+    position = 0
+    while position < end:
+        raw.seek(position)
+        header = raw.read(18)
+        magic = int.from_bytes(header[:4], "little")
+        if magic in _ZSTD_SKIPPABLE:
+            position += 8 + int.from_bytes(header[4:8], "little")
+            continue
+        if len(header) < 5 or header[:4] != ZSTD.magic:
+            return False
+        descriptor = header[4]
+        single_segment = descriptor & 0x20
+        position += 5 + (0 if single_segment else 1)
+        position += (0, 1, 2, 4)[descriptor & 0x03]
+        position += (1 if single_segment else 0, 2, 4, 8)[descriptor >> 6]
+        while True:
+            raw.seek(position)
+            block = raw.read(3)
+            if len(block) < 3:
+                return False
+            value = int.from_bytes(block, "little")
+            size = 1 if (value >> 1) & 0x3 == 1 else value >> 3
+            position += 3 + size
+            if value & 1:
+                break
+        position += 4 if descriptor & 0x04 else 0
+    return position == end
+
+
+class _ZstdReader:
+    """zstandard's stream reader plus the truncation check it lacks."""
+
+    def __init__(self, raw):
+        import zstandard
+
+        self._raw = raw
+        self._stream = zstandard.ZstdDecompressor().stream_reader(
+            raw, read_across_frames=True, closefd=False
+        )
+
+    def _at_eof(self):
+        if not zstd_frames_end_at_eof(self._raw):
+            raise EOFError("zstd stream ended before the end of its frame")
+
+    def read(self, size=-1):
+        data = self._stream.read(size)
+        if not data and size != 0:
+            self._at_eof()
+        return data
+
+    def readinto(self, view):
+        count = self._stream.readinto(view)
+        if not count and len(view):
+            self._at_eof()
+        return count
+
+    def close(self):
+        self._stream.close()
+
+
+def _zstd_reader(raw):
+    return _ZstdReader(raw)
+
+
+@dataclasses.dataclass(frozen=True)
+class Levels:
+    low: int
+    high: int
+    default: int
+
+
+ZIP_LEVELS = Levels(0, 9, 6)
 
 
 @dataclasses.dataclass(frozen=True)
 class Codec:
     name: str
     magic: bytes
-    default_level: int
+    levels: Levels
     open_writer: Callable
     open_reader: Callable
 
 
-GZIP = Codec("gzip", b"\x1f\x8b", 2, _gzip_writer, _gzip_reader)
+GZIP = Codec("gzip", b"\x1f\x8b", Levels(0, 9, 6), _gzip_writer, _gzip_reader)
 BZIP2 = Codec(
     "bzip2",
     b"BZh",
-    9,
+    Levels(1, 9, 9),
     lambda raw, level: bz2.BZ2File(raw, "wb", compresslevel=level),
     lambda raw: bz2.BZ2File(raw, "rb"),
 )
 XZ = Codec(
     "xz",
     b"\xfd7zXZ\x00",
-    6,
+    Levels(0, 9, 6),
     lambda raw, level: lzma.LZMAFile(raw, "wb", preset=level),
     lambda raw: lzma.LZMAFile(raw, "rb"),
 )
-ZSTD = Codec("zstd", b"\x28\xb5\x2f\xfd", 3, _zstd_writer, _zstd_reader)
+ZSTD = Codec("zstd", b"\x28\xb5\x2f\xfd", Levels(1, 22, 3), _zstd_writer, _zstd_reader)
 
 ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")
 
@@ -169,11 +254,32 @@ class Format:
     container: str  # "tar" or "zip"
     codec: Optional[Codec] = None
 
+    @property
+    def levels(self) -> Optional[Levels]:
+        return ZIP_LEVELS if self.container == "zip" else self.codec and self.codec.levels
+
+    def check_level(self, archive, level: Optional[int]) -> None:
+        """Refuse a level the codec does not have, before any work."""
+        if level is None:
+            return
+        levels = self.levels
+        if levels is None:
+            raise UnsupportedArchiveError(
+                archive, f"{self.name} is not compressed, so it takes no level",
+                hint="leave the level out",
+            )
+        if not levels.low <= level <= levels.high:
+            raise UnsupportedArchiveError(
+                archive,
+                f"compression level {level} is out of range for {self.name}",
+                hint=f"use {levels.low} to {levels.high} (default {levels.default})",
+            )
+
     def open_writer(self, raw, level=None):
         if self.codec is None:
             return _Uncloseable(raw)
         if level is None:
-            level = self.codec.default_level
+            level = self.codec.levels.default
         return self.codec.open_writer(raw, level)
 
     def open_reader(self, raw):

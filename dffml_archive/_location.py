@@ -13,6 +13,7 @@ so nothing has touched either since the content was hashed.
 """
 import asyncio
 import contextlib
+import contextvars
 import dataclasses
 import functools
 import hashlib
@@ -22,11 +23,12 @@ import pathlib
 import shutil
 import stat
 import tempfile
+import time
 from typing import Dict, Optional
 
 from . import _constants as C
 from ._formats import format_for_path, is_archive_path, looks_like_unsupported_archive
-from ._lock import archive_lock
+from ._lock import archive_lock_async
 from ._manifest import Manifest
 from ._safety import sanitized_dir_mode, sanitized_file_mode
 
@@ -48,11 +50,20 @@ class WorkingCopy:
     save: bool = True
 
 
-_active: Dict[str, list] = {}  # real archive path -> [WorkingCopy, depth]
+#: The sessions this task is inside: real archive path -> [WorkingCopy, depth].
+#: A context variable, so nesting is per task (and its child tasks): another
+#: task entering the same archive waits for the lock instead of sharing.
+_SESSIONS: contextvars.ContextVar = contextvars.ContextVar("dffml_archive_sessions", default={})
+
+
+#: A file whose mtime or ctime falls this close before a snapshot could be
+#: rewritten within the same timestamp tick without its stats changing
+#: (git's "racy" files): such files are compared by hash, never by stats.
+RACY_WINDOW_NS = 50_000_000
 
 
 def _snapshot(tree: pathlib.Path) -> dict:
-    """Relative path -> [kind, size, mtime_ns, inode, mode] of every entry."""
+    """Relative path -> [kind, size, mtime_ns, inode, mode, ctime_ns] of every entry."""
     result = {}
     pending = [("", os.fspath(tree))]
     while pending:
@@ -62,7 +73,8 @@ def _snapshot(tree: pathlib.Path) -> dict:
                 st = entry.stat(follow_symlinks=False)
                 kind = "d" if stat.S_ISDIR(st.st_mode) else "f" if stat.S_ISREG(st.st_mode) else "x"
                 result[prefix + entry.name] = [
-                    kind, st.st_size, st.st_mtime_ns, st.st_ino, st.st_mode & 0o7777
+                    kind, st.st_size, st.st_mtime_ns, st.st_ino, st.st_mode & 0o7777,
+                    st.st_ctime_ns,
                 ]
                 if kind == "d":
                     pending.append((prefix + entry.name + "/", entry.path))
@@ -110,6 +122,7 @@ class _CacheSlot:
     def save_state(self, archive, manifest: Manifest) -> None:
         state = {
             "archive": _archive_identity(archive),
+            "taken_ns": time.time_ns(),
             "tree": _snapshot(self.tree),
             "manifest": manifest.to_json(),
             "verified": manifest.verified,
@@ -129,6 +142,10 @@ class _CacheSlot:
             if state["tree"] != _snapshot(self.tree):
                 return None
             manifest = Manifest.from_json(archive, state["manifest"])
+            listed = manifest.by_path()
+            for path in _racy_files(state):
+                if path not in listed or _sha256(self.tree / path) != listed[path].sha256:
+                    return None
         except (OSError, KeyError, ValueError):
             return None
         manifest.verified = state.get("verified", True)
@@ -142,21 +159,30 @@ class _CacheSlot:
         shutil.rmtree(self.root, ignore_errors=True)
 
 
+def _racy_files(state: dict):
+    limit = state.get("taken_ns", 0) - RACY_WINDOW_NS
+    for path, (kind, _size, mtime, _inode, _mode, ctime) in state["tree"].items():
+        if kind == "f" and max(mtime, ctime) >= limit:
+            yield path
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
 
 
-def _tree_differs(tree: pathlib.Path, state_tree: dict, manifest: Manifest) -> bool:
+def _tree_differs(tree: pathlib.Path, state: dict, manifest: Manifest) -> bool:
     """Compare the working tree with the archive's content: cheap stats first,
-    hashes only for files whose stats moved."""
+    hashes only for files whose stats moved (or were racy)."""
+    state_tree = state.get("tree", {})
+    racy = set(_racy_files(state)) if state_tree else set()
     now = _snapshot(tree)
     umask = _umask()
     listed = manifest.by_path()
     if set(now) != set(listed):
         return True
-    for path, (kind, size, mtime, inode, mode) in now.items():
+    for path, (kind, size, *_stats, mode, _ctime) in now.items():
         member = listed[path]
         if (kind == "d") != (member.type == "directory") or kind == "x":
             return True
@@ -169,7 +195,7 @@ def _tree_differs(tree: pathlib.Path, state_tree: dict, manifest: Manifest) -> b
         if kind == "f":
             if size != member.size:
                 return True
-            if state_tree.get(path) != [kind, size, mtime, inode, mode]:
+            if state_tree.get(path) != now[path] or path in racy:
                 if _sha256(tree / path) != member.sha256:
                     return True
     return False
@@ -191,10 +217,15 @@ async def _enter(archive: pathlib.Path, limits) -> tuple:
         return slot, None
     manifest = await _in_thread(slot.valid_manifest, archive) if slot.cached else None
     if manifest is None:
-        await _in_thread(slot.reset)
-        manifest = await extract_for_location(archive, slot.tree, limits)
-        if slot.cached:
-            await _in_thread(slot.save_state, archive, manifest)
+        try:
+            await _in_thread(slot.reset)
+            manifest = await extract_for_location(archive, slot.tree, limits)
+            await _in_thread(os.chmod, slot.tree, 0o700)
+            if slot.cached:
+                await _in_thread(slot.save_state, archive, manifest)
+        except BaseException:
+            await asyncio.shield(_in_thread(slot.discard))
+            raise
     return slot, manifest
 
 
@@ -205,9 +236,8 @@ def _needs_saving(slot: _CacheSlot, copy: WorkingCopy) -> bool:
         return copy.model is not None or any(os.scandir(slot.tree))
     if _normalized_json(copy.model) != _normalized_json(copy.manifest.model):
         return True
-    state = slot.load_state() if slot.cached else None
-    state_tree = state["tree"] if state else {}
-    return _tree_differs(slot.tree, state_tree, copy.manifest)
+    state = (slot.load_state() if slot.cached else None) or {}
+    return _tree_differs(slot.tree, state, copy.manifest)
 
 
 async def _leave(slot: _CacheSlot, copy: WorkingCopy) -> None:
@@ -233,7 +263,7 @@ async def archive_location(location, *, limits=None):
         yield WorkingCopy(directory=path)
         return
     key = os.path.realpath(path)
-    active = _active.get(key)
+    active = _SESSIONS.get().get(key)
     if active is not None:
         active[1] += 1
         try:
@@ -241,9 +271,7 @@ async def archive_location(location, *, limits=None):
         finally:
             active[1] -= 1
         return
-    with contextlib.ExitStack() as held:
-        # flock blocks: wait for it off the event loop.
-        await _in_thread(held.enter_context, archive_lock(path))
+    async with archive_lock_async(path):
         slot, manifest = await _enter(path, limits)
         copy = WorkingCopy(
             directory=slot.tree,
@@ -251,7 +279,7 @@ async def archive_location(location, *, limits=None):
             manifest=manifest,
             model=manifest.model if manifest else None,
         )
-        _active[key] = [copy, 1]
+        _SESSIONS.set({**_SESSIONS.get(), key: [copy, 1]})
         try:
             yield copy
         except BaseException:
@@ -265,6 +293,6 @@ async def archive_location(location, *, limits=None):
                 await asyncio.shield(_in_thread(slot.discard))
                 raise
         finally:
-            del _active[key]
+            _SESSIONS.set({k: v for k, v in _SESSIONS.get().items() if k != key})
         if not slot.cached:
             await _in_thread(slot.discard)

@@ -1,11 +1,11 @@
-"""An inter-process lock per archive path, re-entrant within one process.
+"""One lock per archive path: a mutex for the threads and tasks of this
+process plus an ``flock`` for other processes.
 
-``flock`` locks belong to open file descriptions, so a second ``flock`` from
-the same process on a new descriptor would deadlock against the first: the
-process keeps one descriptor per archive and counts nested holders.  Lock
-files live in the cache (never beside the archive) and are keyed by the
-archive's real path.
+Lock files live in the cache (never beside the archive), named by a hash of
+the archive's real path.  Not re-entrant: code that already holds the lock
+(an ``archive_location`` session saving its archive) says so explicitly.
 """
+import asyncio
 import contextlib
 import fcntl
 import hashlib
@@ -15,48 +15,89 @@ import threading
 from . import _constants as C
 
 _registry_guard = threading.Lock()
-_held = {}  # key -> [fd, count]
-_acquiring = {}  # key -> threading.Lock serializing acquirers in-process
+_locks = {}  # lock file path -> _ArchiveLock
 
 
-def _lock_path(archive) -> str:
+class _ArchiveLock:
+    def __init__(self, path: str):
+        self.path = path
+        self.mutex = threading.Lock()
+        self.fd = None
+
+    def _open(self) -> int:
+        return os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+
+    def acquire(self) -> None:
+        self.mutex.acquire()
+        try:
+            fd = self._open()
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            except BaseException:
+                os.close(fd)
+                raise
+        except BaseException:
+            self.mutex.release()
+            raise
+        self.fd = fd
+
+    def try_acquire(self) -> bool:
+        if not self.mutex.acquire(blocking=False):
+            return False
+        try:
+            fd = self._open()
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                self.mutex.release()
+                return False
+        except BaseException:
+            self.mutex.release()
+            raise
+        self.fd = fd
+        return True
+
+    def release(self) -> None:
+        fd, self.fd = self.fd, None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+        finally:
+            self.mutex.release()
+
+
+def _lock_for(archive) -> _ArchiveLock:
     real = os.path.realpath(os.fspath(archive))
     digest = hashlib.sha256(real.encode("utf-8", "surrogateescape")).hexdigest()
     directory = C.cache_root() / "locks"
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-    return str(directory / f"{digest[:32]}.lock")
+    path = str(directory / f"{digest[:32]}.lock")
+    with _registry_guard:
+        return _locks.setdefault(path, _ArchiveLock(path))
 
 
 @contextlib.contextmanager
 def archive_lock(archive):
-    """Hold the lock of ``archive`` (blocking until other processes release it)."""
-    key = _lock_path(archive)
-    with _registry_guard:
-        entry = _held.get(key)
-        if entry is not None:
-            entry[1] += 1
-        gate = _acquiring.setdefault(key, threading.Lock())
-    if entry is None:
-        with gate:
-            with _registry_guard:
-                entry = _held.get(key)
-                if entry is not None:
-                    entry[1] += 1
-            if entry is None:
-                fd = os.open(key, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX)
-                except BaseException:
-                    os.close(fd)
-                    raise
-                with _registry_guard:
-                    _held[key] = entry = [fd, 1]
+    """Hold the lock of ``archive``, blocking until it is free."""
+    lock = _lock_for(archive)
+    lock.acquire()
     try:
         yield
     finally:
-        with _registry_guard:
-            entry[1] -= 1
-            if entry[1] == 0:
-                del _held[key]
-                fcntl.flock(entry[0], fcntl.LOCK_UN)
-                os.close(entry[0])
+        lock.release()
+
+
+@contextlib.asynccontextmanager
+async def archive_lock_async(archive):
+    """The same, waiting without blocking the event loop.  Polls, so that a
+    cancelled waiter never leaves a thread behind that takes the lock later."""
+    lock = _lock_for(archive)
+    delay = 0.001
+    while not lock.try_acquire():
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 0.05)
+    try:
+        yield
+    finally:
+        lock.release()

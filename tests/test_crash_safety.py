@@ -1,0 +1,386 @@
+"""Crash safety: a process killed (SIGKILL) at any point of a pack or of an
+``archive_location`` exit-repack leaves the complete old or the complete new
+archive, and the next successful write removes leftover ``.partial`` files.
+
+The victims are real subprocesses working on ~60 MB trees; kill points are
+chosen from phase markers the victim prints (progress callbacks) plus a
+spread of delays, so every run kills while hashing, while writing and
+between writes.
+"""
+import asyncio
+import dataclasses
+import hashlib
+import os
+import pathlib
+import queue
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+import pytest
+
+import dffml_archive as da
+from dffml_archive import archive_location
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+FILES_PER_TREE = 3
+FILE_SIZE = 20_000_000  # 3 x 20 MB = 60 MB per tree
+
+
+def subprocess_env() -> dict:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(
+        [str(REPO)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])
+    )
+    return env
+
+
+def digests(root) -> dict:
+    root = pathlib.Path(root)
+    result = {}
+    for path in sorted(root.rglob("*")):
+        relative = path.relative_to(root).as_posix()
+        result[relative] = (
+            None if path.is_dir() else hashlib.sha256(path.read_bytes()).hexdigest()
+        )
+    return result
+
+
+def partials(directory, archive_name) -> list:
+    return sorted(
+        name
+        for name in os.listdir(directory)
+        if name.startswith(f".{archive_name}.") and name.endswith(".partial")
+    )
+
+
+@dataclasses.dataclass
+class Trees:
+    a: pathlib.Path
+    b: pathlib.Path
+    a_digests: dict
+    b_digests: dict
+
+    def which(self, found: dict) -> str:
+        if found == self.a_digests:
+            return "A"
+        if found == self.b_digests:
+            return "B"
+        raise AssertionError("the archive holds neither the complete old nor the complete new tree")
+
+
+@pytest.fixture(scope="module")
+def trees(tmp_path_factory) -> Trees:
+    base = tmp_path_factory.mktemp("crash-trees")
+    made = []
+    for label in ("a", "b"):
+        root = base / label
+        (root / "weights").mkdir(parents=True)
+        for index in range(FILES_PER_TREE):
+            (root / "weights" / f"layer{index}.bin").write_bytes(os.urandom(FILE_SIZE))
+        (root / "config.json").write_text(f'{{"tree": "{label}"}}')
+        made.append(root)
+    return Trees(made[0], made[1], digests(made[0]), digests(made[1]))
+
+
+class Victim:
+    """A subprocess whose stdout lines are collected by a thread, so that
+    waiting for a marker can time out."""
+
+    def __init__(self, script, *args):
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", script, *map(str, args)],
+            env=subprocess_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self.lines = queue.Queue()
+        self.seen = []
+        threading.Thread(target=self._pump, daemon=True).start()
+
+    def _pump(self):
+        for line in self.process.stdout:
+            self.lines.put(line.strip())
+        self.lines.put(None)
+
+    def wait_for(self, prefix, timeout=60):
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                self.kill()
+                pytest.fail(f"no {prefix!r} marker within {timeout}s; saw {self.seen[-5:]}")
+            try:
+                line = self.lines.get(timeout=remaining)
+            except queue.Empty:
+                continue
+            if line is None:
+                error = self.process.stderr.read()
+                pytest.fail(f"victim exited before {prefix!r}: {self.seen[-5:]}\n{error}")
+            self.seen.append(line)
+            if line.startswith(prefix):
+                return line
+
+    def kill(self):
+        if self.process.poll() is None:
+            os.kill(self.process.pid, signal.SIGKILL)
+        self.process.wait(timeout=60)
+        self.process.stdout.close()
+        self.process.stderr.close()
+        return self.process.returncode
+
+
+PACK_LOOP = textwrap.dedent(
+    """
+    import asyncio, sys
+    import dffml_archive as da
+
+    async def main(first, second, archive, level=None):
+        sources = [first, second]
+        level = None if level is None else int(level)
+        round = 0
+        while True:
+            phase = [None]
+
+            def progress(done, total):
+                if not total:
+                    return
+                now = "hash" if done < total / 2 else "write"
+                if now != phase[0]:
+                    phase[0] = now
+                    print(now, round, flush=True)
+
+            print("start", round, flush=True)
+            await da.pack(sources[round % 2], archive, progress=progress, level=level)
+            print("done", round, flush=True)
+            round += 1
+
+    asyncio.run(main(*sys.argv[1:]))
+    """
+)
+
+# (marker to wait for, extra delay after it)
+PACK_KILL_POINTS = [
+    ("hash", 0.0),
+    ("write", 0.0),
+    ("write", 0.08),
+    ("done", 0.0),
+    ("start", 0.05),
+    ("start", 0.7),
+    ("start", 1.5),
+]
+
+
+async def test_sigkill_during_pack_leaves_old_or_new_archive(tmp_path, trees):
+    archive = tmp_path / "model.tar.gz"
+    await da.pack(trees.a, archive)
+    outcomes = []
+    after = "A"
+    for marker, delay in PACK_KILL_POINTS:
+        before = after
+        # Always pack the other tree first, so a finished pack changes content.
+        first, second = (trees.b, trees.a) if before == "A" else (trees.a, trees.b)
+        victim = Victim(PACK_LOOP, first, second, archive)
+        victim.wait_for(marker)
+        if delay:
+            time.sleep(delay)
+        returncode = victim.kill()
+        assert returncode == -signal.SIGKILL, f"victim ended on its own: {victim.seen}"
+        manifest = await da.verify(archive)
+        after = trees.which({m.path: m.sha256 for m in manifest.members})
+        outcomes.append((marker, delay, before, after, len(partials(tmp_path, archive.name))))
+        # Only the archive and (maybe) partials of it are in the directory.
+        assert {n for n in os.listdir(tmp_path) if n != "cache"} - {archive.name} == set(
+            partials(tmp_path, archive.name)
+        )
+    assert any(after != before for _, _, before, after, _ in outcomes), outcomes
+    # A later successful pack removes every leftover.
+    await da.pack(trees.b, archive)
+    assert partials(tmp_path, archive.name) == []
+    assert trees.which({m.path: m.sha256 for m in (await da.verify(archive)).members}) == "B"
+
+
+async def test_sigkill_while_writing_leaves_old_archive_and_a_partial_that_is_cleaned_up(
+    tmp_path, trees
+):
+    """Deterministic mid-write kill: xz at level 0 writes ~60 MB slowly, so
+    the kill surely lands after the temp file was created and before the
+    rename."""
+    small = tmp_path / "small"
+    small.mkdir()
+    (small / "f").write_text("old content")
+    archive = tmp_path / "model.tar.xz"
+    await da.pack(small, archive)
+    old_bytes = archive.read_bytes()
+    victim = Victim(PACK_LOOP, trees.a, trees.b, archive, 0)
+    victim.wait_for("write")
+    assert partials(tmp_path, archive.name), "the new archive is written beside the target"
+    assert victim.kill() == -signal.SIGKILL
+    assert archive.read_bytes() == old_bytes
+    await da.verify(archive)
+    leftovers = partials(tmp_path, archive.name)
+    assert len(leftovers) == 1, leftovers
+    (small / "f").write_text("new content")
+    await da.pack(small, archive)
+    assert partials(tmp_path, archive.name) == []
+    destination = tmp_path / "dest"
+    await da.extract(archive, destination)
+    assert (destination / "f").read_text() == "new content"
+
+
+LOCATION_REPACK = textwrap.dedent(
+    """
+    import asyncio, os, shutil, sys
+    from dffml_archive import archive_location
+
+    async def main(archive, source):
+        async with archive_location(archive) as copy:
+            for entry in os.scandir(copy.directory):
+                if entry.is_dir(follow_symlinks=False):
+                    shutil.rmtree(entry.path)
+                else:
+                    os.unlink(entry.path)
+            shutil.copytree(source, copy.directory, dirs_exist_ok=True)
+            print("leaving", flush=True)
+        print("left", flush=True)
+
+    asyncio.run(main(sys.argv[1], sys.argv[2]))
+    """
+)
+
+LOCATION_KILL_DELAYS = [0.0, 0.15, 0.3, 0.6]
+
+
+async def test_sigkill_during_location_repack_leaves_old_or_new_archive(tmp_path, trees):
+    archive = tmp_path / "model.tar.gz"
+    await da.pack(trees.a, archive)
+    outcomes = []
+    after = "A"
+    for delay in LOCATION_KILL_DELAYS:
+        before = after
+        source = trees.b if before == "A" else trees.a
+        victim = Victim(LOCATION_REPACK, archive, source)
+        victim.wait_for("leaving")
+        time.sleep(delay)
+        victim.kill()
+        manifest = await da.verify(archive)
+        after = trees.which({m.path: m.sha256 for m in manifest.members})
+        outcomes.append((delay, before, after, "left" in victim.seen))
+        # The shared cache must not serve the victim's half-saved tree.
+        async with archive_location(archive) as copy:
+            assert digests(copy.directory) == {
+                m.path: m.sha256 for m in manifest.members
+            }, outcomes
+        assert archive.exists()
+    # A later successful save removes every leftover and is complete.
+    async with archive_location(archive) as copy:
+        (copy.directory / "config.json").write_text('{"tree": "final"}')
+    assert partials(tmp_path, archive.name) == []
+    manifest = await da.verify(archive)
+    final = {m.path: m.sha256 for m in manifest.members}
+    assert final["config.json"] == hashlib.sha256(b'{"tree": "final"}').hexdigest()
+
+
+# --------------------------------------------------------------------------
+# deterministic atomic-write properties
+
+
+async def test_cancelled_pack_leaves_old_archive_and_no_partial(tmp_path, trees):
+    archive = tmp_path / "model.tar.xz"
+    small = tmp_path / "small"
+    small.mkdir()
+    (small / "f").write_text("old")
+    await da.pack(small, archive)
+    before_bytes_digest = hashlib.sha256(archive.read_bytes()).hexdigest()
+    writing = asyncio.Event()
+
+    def progress(done, total):
+        if total and done > 0.5 * total:
+            writing.set()
+
+    # xz level 0 writes ~60 MB slowly: the cancel lands mid-write.
+    task = asyncio.ensure_future(da.pack(trees.b, archive, progress=progress, level=0))
+    await asyncio.wait_for(writing.wait(), 60)
+    assert partials(tmp_path, archive.name), "the new archive is written beside the target"
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert hashlib.sha256(archive.read_bytes()).hexdigest() == before_bytes_digest
+    assert partials(tmp_path, archive.name) == []
+
+
+async def test_stale_partials_are_removed_by_the_next_successful_write(tmp_path):
+    source = tmp_path / "src"
+    source.mkdir()
+    (source / "f").write_text("f")
+    archive = tmp_path / "model.tar.gz"
+    stale = [tmp_path / ".model.tar.gz.a1b2c3d4.partial", tmp_path / ".model.tar.gz.zz_9x8y7.partial"]
+    for path in stale:
+        path.write_bytes(b"half an archive")
+    unrelated = [
+        tmp_path / "model.tar.gz.partial",  # no leading dot: not ours
+        tmp_path / ".model.tar.gz.notes",  # not a partial
+        tmp_path / ".other.zip.a1b2c3d4.partial",  # another archive's
+    ]
+    for path in unrelated:
+        path.write_bytes(b"keep me")
+    await da.pack(source, archive)
+    assert [path for path in stale if path.exists()] == []
+    assert [path for path in unrelated if not path.exists()] == []
+
+
+async def test_partial_of_a_longer_named_archive_is_not_removed(tmp_path):
+    """``model.tar`` and ``model.tar.gz`` are different archives with
+    different locks: packing one must not delete the other's temp file,
+    which may belong to a live writer in another process."""
+    source = tmp_path / "src"
+    source.mkdir()
+    (source / "f").write_text("f")
+    other_writer = tmp_path / ".model.tar.gz.q7w8e9r0.partial"
+    other_writer.write_bytes(b"another process is writing model.tar.gz")
+    await da.pack(source, tmp_path / "model.tar")
+    assert other_writer.exists(), "packing model.tar deleted model.tar.gz's temp file"
+
+
+async def test_concurrent_packs_in_one_process_do_not_break_each_other(tmp_path, trees):
+    """Two packs of the same archive from one process (two tasks, e.g. two
+    dataflow operations): the lock must serialize them, and one writer's
+    clean-up of stale partials must never delete the other's live temp file."""
+    archive = tmp_path / "model.tar.gz"
+    small = tmp_path / "small"
+    small.mkdir()
+    (small / "f").write_text("small")
+    big = asyncio.ensure_future(da.pack(trees.a, archive))
+    small_packs = 0
+    while not big.done() and small_packs < 500:
+        await da.pack(small, archive)
+        small_packs += 1
+    await asyncio.gather(big, return_exceptions=True)
+    assert big.exception() is None, repr(big.exception())
+    found = {m.path: m.sha256 for m in (await da.verify(archive)).members}
+    assert found in (trees.a_digests, digests(small))
+    assert partials(tmp_path, archive.name) == []
+
+
+async def test_rewrite_keeps_the_archive_permissions(tmp_path):
+    source = tmp_path / "src"
+    source.mkdir()
+    (source / "f").write_text("f")
+    archive = tmp_path / "model.zip"
+    old_umask = os.umask(0o022)
+    try:
+        await da.pack(source, archive)
+        assert archive.stat().st_mode & 0o777 == 0o644
+        os.chmod(archive, 0o600)
+        (source / "f").write_text("changed")
+        await da.pack(source, archive)
+        assert archive.stat().st_mode & 0o777 == 0o600
+        async with archive_location(archive) as copy:
+            (copy.directory / "g").write_text("g")
+        assert archive.stat().st_mode & 0o777 == 0o600
+    finally:
+        os.umask(old_umask)
