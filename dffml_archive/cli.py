@@ -61,11 +61,11 @@ def _add_limits(parser):
                         help="refuse compression ratios above N:1 (decompression bombs)")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(prog="python -m dffml_archive") -> argparse.ArgumentParser:
     from .version import __version__
 
     parser = argparse.ArgumentParser(
-        prog="python -m dffml_archive",
+        prog=prog,
         description="Pack, extract, verify and inspect model archives "
         "(.zip, .tar, .tar.gz, .tar.bz2, .tar.xz, .tar.zst).",
     )
@@ -179,8 +179,8 @@ _COMMANDS = {
 }
 
 
-def main(argv=None) -> int:
-    parser = build_parser()
+def main(argv=None, prog="python -m dffml_archive") -> int:
+    parser = build_parser(prog)
     args = parser.parse_args(argv)
     import warnings
 

@@ -35,12 +35,11 @@ class ArchiveService(CMD):
     CLI_FORMATTER_CLASS = argparse.RawDescriptionHelpFormatter
 
     async def run(self):
-        status = main(list(self.argv))
+        status = main(list(self.argv), prog=PROG)
         if status:
             raise SystemExit(status)
         return CMDOutputOverride
 
 
-ArchiveService.__doc__ = build_parser().format_help().replace(
-    "python -m dffml_archive", "dffml service archive"
-)
+PROG = "dffml service archive"
+ArchiveService.__doc__ = build_parser(PROG).format_help()
