@@ -20,12 +20,28 @@ from .errors import (
 )
 from .version import __version__
 
+# The model layer imports dffml (slow): load it only when asked for, so the
+# CLI and the engine start fast.
+_MODEL_LAYER = ("archive_model", "load_model", "ArchiveModel", "BackendAdapter")
+
+
+def __getattr__(name):
+    if name in _MODEL_LAYER:
+        from . import model
+
+        return getattr(model, name)
+    raise AttributeError(f"module 'dffml_archive' has no attribute {name!r}")
+
 __all__ = [
     "pack",
     "extract",
     "verify",
     "inspect",
     "archive_location",
+    "archive_model",
+    "load_model",
+    "ArchiveModel",
+    "BackendAdapter",
     "WorkingCopy",
     "Limits",
     "Manifest",

@@ -49,6 +49,10 @@ async def pack(
     the manifest.  ``progress(done_bytes, total_bytes)`` is called on the
     event loop.  ``caller_holds_lock`` is for code already holding the
     archive's lock (an :func:`archive_location` session saving it)."""
+    from ._location import refuse_inside_session
+
+    if not caller_holds_lock:
+        refuse_inside_session(archive)
     return await run_job(
         pack_directory,
         directory,

@@ -13,6 +13,10 @@ from .errors import ArchiveError
 
 @dataclasses.dataclass
 class ArchiveInfo:
+    """What :func:`dffml_archive.inspect` returns: ``path``, ``format`` name,
+    ``size`` in bytes, the ``manifest`` (None for archives made by other
+    tools) and the ``members`` it lists."""
+
     path: str
     format: str
     size: int

@@ -30,6 +30,7 @@ from . import _constants as C
 from ._formats import format_for_path, is_archive_path, looks_like_unsupported_archive
 from ._lock import archive_lock_async
 from ._manifest import Manifest
+from .errors import ArchiveError
 from ._safety import sanitized_dir_mode, sanitized_file_mode
 
 
@@ -41,7 +42,8 @@ class WorkingCopy:
     directory: pathlib.Path
     #: The archive behind it, or None for a plain directory location.
     archive: Optional[pathlib.Path] = None
-    #: The archive's manifest as entered (None: new archive or directory).
+    #: The archive's manifest as entered, or None for a new archive or a
+    #: plain directory.
     manifest: Optional[Manifest] = None
     #: Model information stored in the manifest on save; starts as the
     #: archive's own.  Changing it alone is a change worth saving.
@@ -60,6 +62,17 @@ _SESSIONS: contextvars.ContextVar = contextvars.ContextVar("dffml_archive_sessio
 #: rewritten within the same timestamp tick without its stats changing
 #: (git's "racy" files): such files are compared by hash, never by stats.
 RACY_WINDOW_NS = 50_000_000
+
+
+def refuse_inside_session(archive) -> None:
+    """Packing an archive that this task has open would wait forever for its
+    own lock: say so instead."""
+    if os.path.realpath(archive) in _SESSIONS.get():
+        raise ArchiveError(
+            archive,
+            "is open in an archive_location session of this task",
+            hint="write into the session's directory; it is saved when the session ends",
+        )
 
 
 def _snapshot(tree: pathlib.Path) -> dict:

@@ -18,6 +18,9 @@ from .version import __version__
 
 @dataclasses.dataclass(frozen=True)
 class ManifestMember:
+    """One member: relative POSIX ``path``, ``type`` ("file" or
+    "directory"), permission ``mode``, and for files ``size`` and ``sha256``."""
+
     path: str
     type: str  # "file" or "directory"
     mode: int
@@ -51,6 +54,9 @@ def created_by() -> Dict[str, Optional[str]]:
 
 @dataclasses.dataclass
 class Manifest:
+    """The manifest of an archive: its ``members``, the free ``model`` slot,
+    ``created_by`` (writer versions) and the manifest format ``version``."""
+
     members: List[ManifestMember]
     model: Optional[dict] = None
     created_by: Dict[str, Optional[str]] = dataclasses.field(default_factory=created_by)

@@ -19,8 +19,10 @@ FILE, DIRECTORY = "file", "directory"
 
 @dataclasses.dataclass(frozen=True)
 class Limits:
-    """Extraction limits.  Defaults come from the environment (see
-    :mod:`dffml_archive._constants`); pass your own to raise or lower them."""
+    """Extraction limits: total uncompressed bytes, member count and
+    compression ratio.  Defaults come from ``DFFML_ARCHIVE_MAX_SIZE``,
+    ``DFFML_ARCHIVE_MAX_MEMBERS`` and ``DFFML_ARCHIVE_MAX_RATIO`` (else 32 GiB,
+    200,000 and 1000); pass your own to raise or lower them."""
 
     max_size: int = dataclasses.field(default_factory=C.default_max_size)
     max_members: int = dataclasses.field(default_factory=C.default_max_members)

@@ -40,6 +40,7 @@ LABEL_SUFFIX = "_archive"
 
 
 def archive_label(upstream: str) -> str:
+    """Our entry point name for the upstream model ``upstream``."""
     return f"{upstream}{LABEL_SUFFIX}"
 
 
@@ -241,8 +242,10 @@ class ArchiveModel(Model):
             )
         return self.INNER.CONFIG(directory=directory, **values)
 
-    def model_info(self) -> dict:
-        values = dataclasses.asdict(self.inner.config)  # deep copies
+    def model_info(self, inner: Model) -> dict:
+        """What the manifest records: entry point, upstream name and class,
+        pip extra, the full config (without the directory) and versions."""
+        values = dataclasses.asdict(inner.config)  # deep copies
         config = {
             f.name: self.ADAPTER.config_value_to_json(f, values[f.name])
             for f in self.inner_fields()
@@ -262,6 +265,7 @@ class ArchiveModel(Model):
 
     @property
     def is_archive(self) -> bool:
+        """True when ``location`` names an archive file, not a directory."""
         return is_archive_path(self.config.location) and not pathlib.Path(
             self.config.location
         ).is_dir()
@@ -315,12 +319,12 @@ class ArchiveModel(Model):
             await stack.__aexit__(*sys.exc_info())
             raise
         if exc_type is None and copy.archive is not None:
-            if self.trained or copy.manifest is not None:
-                self.inner = inner
-                copy.model = self.model_info()
-                self.inner = None
-            else:
-                copy.save = False  # nothing trained into a new location
+            if self.trained:
+                copy.model = self.model_info(inner)
+            elif copy.manifest is None or self.config.retrain:
+                copy.save = False  # nothing trained: leave the location as it was
+            # Otherwise (predict, accuracy) the stored model information stays:
+            # the archive is rewritten only if the backend changed its files.
         await stack.__aexit__(exc_type, exc_value, traceback)
 
     def __call__(self) -> ModelContext:
