@@ -21,6 +21,9 @@ import time
 REPO = pathlib.Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:  # run as "python benchmarks/bench_x.py"
     sys.path.insert(0, str(REPO))
+#: The git checkout the code came from (REPO itself, or, when running from a
+#: snapshot made by ``python -m benchmarks``, the checkout it was copied from).
+SOURCE_REPO = pathlib.Path(os.environ.get("BENCH_SOURCE_REPO") or REPO)
 
 MIB = 1 << 20
 MB = 1_000_000
@@ -225,6 +228,17 @@ def remove(path) -> None:
 # reporting
 
 
+def _zip_version():
+    try:
+        out = subprocess.run(["zip", "-v"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    except OSError:
+        return None
+    for line in out.stdout.decode(errors="replace").splitlines():
+        if line.startswith("This is Zip"):
+            return line.replace("This is ", "").split(",")[0]
+    return None
+
+
 def environment() -> dict:
     def version(argv):
         try:
@@ -243,7 +257,7 @@ def environment() -> dict:
         "tar": version(["tar", "--version"]),
         "gzip": version(["gzip", "--version"]),
         "zstd": version(["zstd", "--version"]),
-        "zip": (version(["zip", "-v"]) or "").replace("Copyright (c) 1990-2008 Info-ZIP - ", ""),
+        "zip": _zip_version(),
     }
     for module in ("isal", "zstandard", "numpy"):
         try:
@@ -252,25 +266,41 @@ def environment() -> dict:
             info[module] = None
     try:
         info["git_head"] = subprocess.run(
-            ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
+            ["git", "-C", str(SOURCE_REPO), "rev-parse", "--short", "HEAD"],
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
         ).stdout.decode().strip()
         dirty = subprocess.run(
-            ["git", "-C", str(REPO), "status", "--porcelain", "--", "dffml_archive"],
+            ["git", "-C", str(SOURCE_REPO), "status", "--porcelain", "--", "dffml_archive"],
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
         ).stdout.decode().strip()
         info["engine_modified"] = bool(dirty)
     except OSError:
         pass
+    # What exactly was measured: a digest of the engine's sources.
+    info["engine_sources_sha256"] = engine_digest()
+    info["snapshot"] = str(REPO) if REPO != SOURCE_REPO else None
     return info
+
+
+def engine_digest() -> str:
+    """Digest of the engine sources as they are on disk now (REPO)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for path in sorted((REPO / "dffml_archive").glob("*.py")):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:12]
 
 
 def print_environment(info: dict) -> None:
     print(
         f"Python {info['python']}  cpus={info['cpus']}  load={info['loadavg_at_start'][0]:.2f}  "
-        f"isal {info['isal']}  zstandard {info['zstandard']}  git {info.get('git_head')}"
+        f"isal {info['isal']}  zstandard {info['zstandard']}  git {info.get('git_head')}  "
+        f"engine sources {info['engine_sources_sha256']}"
         + ("  (engine has uncommitted changes)" if info.get("engine_modified") else "")
     )
+    if info.get("snapshot"):
+        print(f"(running from a snapshot of {SOURCE_REPO}: {info['snapshot']})")
     print(f"{info['tar']}; {info['gzip']}; {info['zstd']}; {info['zip']}")
 
 

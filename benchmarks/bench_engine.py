@@ -9,6 +9,7 @@ Sides (for each data set and format):
 ours      the engine's sync internals in-process (``_pack.pack_directory``,
           ``_extract.extract_archive``), default level of each codec
 async     the public async API (``pack``/``extract``), same work in a thread
+          (shown for .tar.gz only: once per data set)
 GNU       ``tar``/``zip``/``unzip`` as a subprocess (fork/exec included)
 stdlib    what upstream DFFML does: ``tarfile``/``zipfile`` defaults
 
@@ -193,10 +194,15 @@ class EngineBench:
         pack["ours"] = _timed(
             lambda: pack_directory(src, archives["ours"]), repeat, clean(archives["ours"])
         )
-        pack["async"] = _timed(
-            lambda: self.loop.run_until_complete(_api.pack(src, archives["async"])),
-            repeat, clean(archives["async"]),
-        )
+        # The async API is the same work in a thread: shown once per data
+        # set (.tar.gz).  --quick: stdlib only where a target needs it.
+        full = not self.args.quick or fmt_name == "tar.gz"
+        show_async = fmt_name == "tar.gz"
+        if show_async:
+            pack["async"] = _timed(
+                lambda: self.loop.run_until_complete(_api.pack(src, archives["async"])),
+                repeat, clean(archives["async"]),
+            )
         argv, cwd = spec["gnu_pack"](src, archives["gnu"])
 
         def gnu_pack():
@@ -204,7 +210,7 @@ class EngineBench:
             B.fsync_file(archives["gnu"])
 
         pack["gnu"] = _timed(gnu_pack, repeat, clean(archives["gnu"]))
-        if spec["stdlib"]:
+        if spec["stdlib"] and full:
             pack["stdlib"] = _timed(
                 lambda: spec["stdlib_pack"](src, archives["stdlib"]), repeat,
                 clean(archives["stdlib"]),
@@ -217,17 +223,18 @@ class EngineBench:
         extract["ours"] = _timed(
             lambda: extract_archive(source, dest), repeat, clean(dest), clean(dest)
         )
-        extract["async"] = _timed(
-            lambda: self.loop.run_until_complete(_api.extract(source, dest)),
-            repeat, clean(dest), clean(dest),
-        )
+        if show_async:
+            extract["async"] = _timed(
+                lambda: self.loop.run_until_complete(_api.extract(source, dest)),
+                repeat, clean(dest), clean(dest),
+            )
         argv, cwd = spec["gnu_extract"](source, dest)
         gnu_creates_dest = fmt_name == "zip"  # unzip -d makes it; tar -C needs it
         extract["gnu"] = _timed(
             lambda: B.run_command(argv, cwd), repeat,
             clean(dest) if gnu_creates_dest else fresh_dir(dest), clean(dest),
         )
-        if spec["stdlib"]:
+        if spec["stdlib"] and full:
             extract["stdlib"] = _timed(
                 lambda: spec["stdlib_extract"](source, dest), repeat,
                 fresh_dir(dest), clean(dest),
@@ -268,7 +275,7 @@ class EngineBench:
             out["ratio_vs_gnu"] = gnu_net / ours
             out["ratio_vs_gnu_raw"] = gnu / ours
             out["ratio_vs_stdlib"] = out["stdlib"]["best"] / ours if "stdlib" in out else None
-            out["async_over_sync"] = out["async"]["best"] / ours
+            out["async_over_sync"] = out["async"]["best"] / ours if "async" in out else None
             return out
 
         result["pack"] = summarize(pack, "pack")
@@ -290,9 +297,9 @@ def render(dataset_label, results, net) -> str:
                 gnu_cell += f" ({B.fmt_s(m['gnu']['net_of_startup'])})"
             rows.append([
                 r["format"], op,
-                B.fmt_s(m["ours"]["best"]), B.fmt_s(m["async"]["best"]),
+                B.fmt_s(m["ours"]["best"]), B.fmt_s(m["async"]["best"]) if "async" in m else "-",
                 gnu_cell,
-                B.fmt_s(m["stdlib"]["best"]) if "stdlib" in m else "n/a",
+                B.fmt_s(m["stdlib"]["best"]) if "stdlib" in m else ("n/a" if not r["stdlib"] else "-"),
                 B.fmt_ratio(m["ratio_vs_gnu"]), B.fmt_ratio(m["ratio_vs_stdlib"]),
                 f"{r['size']['ours'] / B.MB:.2f}" if op == "pack" else "",
                 f"{r['size']['gnu'] / B.MB:.2f}" if op == "pack" else "",
@@ -350,10 +357,12 @@ def run(args, datasets=None, root=None) -> dict:
     if getattr(args, "all_formats", False):
         formats = tuple(dict.fromkeys(formats + SLOW_FORMATS))
     print(f"== bench_engine ({B.size_name(args)}, best of {args.repeat}; formats: {', '.join(formats)})")
+    load_start = os.getloadavg()
+    wanted = tuple((getattr(args, "datasets", None) or "weights,small").split(","))
     own = datasets is None
     with B.workdir(args, "engine") if own else _nullcontext(root) as workroot:
         if own:
-            datasets = B.make_datasets(workroot / "data", B.SIZES[B.size_name(args)])
+            datasets = B.make_datasets(workroot / "data", B.SIZES[B.size_name(args)], wanted)
         bench_root = pathlib.Path(workroot) / "engine"
         bench_root.mkdir()
         loop = asyncio.new_event_loop()
@@ -362,7 +371,7 @@ def run(args, datasets=None, root=None) -> dict:
             results = {}
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", DeprecationWarning)
-                for dataset in ("weights", "small"):
+                for dataset in wanted:
                     results[dataset] = []
                     for fmt_name in formats:
                         print(f"  {dataset} {fmt_name} ...", flush=True)
@@ -372,18 +381,25 @@ def run(args, datasets=None, root=None) -> dict:
         finally:
             loop.close()
             B.remove(bench_root)
+    load_end = os.getloadavg()
     out = []
-    out.append(render(datasets["weights"]["label"], results["weights"], net=False))
-    out.append("")
-    startup_cells = ", ".join(
-        f"{r['format']} {B.fmt_s(r['gnu_startup']['pack'])}/{B.fmt_s(r['gnu_startup']['extract'])}"
-        for r in results["small"]
+    out.append(
+        f"bench_engine: {B.size_name(args)} data, best of {args.repeat}, load average "
+        f"{load_start[0]:.2f} -> {load_end[0]:.2f} on {os.cpu_count()} CPUs"
     )
-    out.append(render(
-        datasets["small"]["label"] + "  (GNU net = minus its start-up, pack/extract: "
-        + startup_cells + ")",
-        results["small"], net=True,
-    ))
+    if "weights" in results:
+        out.append(render(datasets["weights"]["label"], results["weights"], net=False))
+        out.append("")
+    if "small" in results:
+        startup_cells = ", ".join(
+            f"{r['format']} {B.fmt_s(r['gnu_startup']['pack'])}/{B.fmt_s(r['gnu_startup']['extract'])}"
+            for r in results["small"]
+        )
+        out.append(render(
+            datasets["small"]["label"] + "  (GNU net = minus its start-up, pack/extract: "
+            + startup_cells + ")",
+            results["small"], net=True,
+        ))
     targets = evaluate(results)
     out.append("")
     out.append("Targets (speed ratio = their seconds / our seconds; >1 = we are faster)")
@@ -397,9 +413,13 @@ def run(args, datasets=None, root=None) -> dict:
         "size": B.size_name(args),
         "repeat": args.repeat,
         "formats": list(formats),
-        "datasets": {k: {kk: vv for kk, vv in v.items() if kk != "path"} for k, v in datasets.items()},
+        "datasets": {
+            k: {kk: vv for kk, vv in v.items() if kk != "path"}
+            for k, v in datasets.items() if k in wanted
+        },
         "results": results,
         "targets": targets.items,
+        "loadavg": [load_start, load_end],
         "table": text,
     }
 
@@ -416,13 +436,18 @@ class _nullcontext:
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.bench_engine", description=__doc__.split("\n\n")[0]
+    )
     B.add_common_options(parser)
     parser.add_argument(
         "--all-formats", action="store_true",
         help="also .tar.bz2 and .tar.xz (GNU xz alone takes minutes on 300 MB)",
     )
     parser.add_argument("--formats", default=None, help="comma-separated subset, e.g. tar.gz,zip")
+    parser.add_argument(
+        "--datasets", default="weights,small", help="comma-separated subset of weights,small"
+    )
     args = parser.parse_args(argv)
     env = B.environment()
     B.print_environment(env)

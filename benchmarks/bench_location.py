@@ -160,6 +160,7 @@ def run(args, datasets=None, root=None) -> dict:
     import dffml_archive.operations  # noqa: F401  (imports dffml; not timed)
 
     print(f"== bench_location ({B.size_name(args)}, best of {args.repeat})")
+    load_start = os.getloadavg()
     own = datasets is None
     context = B.workdir(args, "location") if own else _Null(root)
     with context as workroot:
@@ -196,7 +197,10 @@ def run(args, datasets=None, root=None) -> dict:
             f"{r['dataset']} .{r['format']} warm re-entry / full extract",
             100 * r["warm_enter_over_extract"], "<", 100 * REENTRY_TARGET, unit="%",
         )
+    load_end = os.getloadavg()
     text = "\n".join([
+        f"bench_location: {B.size_name(args)} data, load average "
+        f"{load_start[0]:.2f} -> {load_end[0]:.2f} on {os.cpu_count()} CPUs",
         "archive_location: enter/exit of an unchanged archive (seconds, best of runs)",
         B.table(
             ["data", "format", "extract", "cold enter", "warm enter", "warm/extract",
@@ -219,6 +223,7 @@ def run(args, datasets=None, root=None) -> dict:
         "results": results,
         "import_operations_seconds": import_seconds,
         "targets": targets.items,
+        "loadavg": [load_start, load_end],
         "table": text,
     }
 
@@ -235,7 +240,9 @@ class _Null:
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.bench_location", description=__doc__.split("\n\n")[0]
+    )
     B.add_common_options(parser)
     args = parser.parse_args(argv)
     env = B.environment()

@@ -103,7 +103,9 @@ def profile_one(function, setup, save=None):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.profile_engine", description=__doc__.split("\n\n")[0]
+    )
     B.add_common_options(parser)
     parser.add_argument("--formats", default="tar.gz,tar.zst,zip,tar")
     parser.add_argument("--datasets", default="weights,small")
