@@ -76,9 +76,11 @@ class Manifest:
 
     def to_bytes(self) -> bytes:
         try:
+            # Compact: indentation forces json's pure-Python encoder, a
+            # measurable cost with thousands of members (inspect pretty-prints).
             text = json.dumps(
-                self.to_json(), sort_keys=True, indent=1, ensure_ascii=False,
-                allow_nan=False,
+                self.to_json(), sort_keys=True, separators=(",", ":"),
+                ensure_ascii=False, allow_nan=False,
             )
         except ValueError as error:
             raise ValueError(

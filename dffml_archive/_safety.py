@@ -29,10 +29,8 @@ class Limits:
     max_ratio: float = dataclasses.field(default_factory=C.default_max_ratio)
 
 
-def _has_control_character(name: str) -> bool:
-    return any(
-        ord(ch) < 32 or 127 <= ord(ch) < 160 or ch in "\u2028\u2029" for ch in name
-    )
+_CONTROL_CHARACTER = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_UNDECODABLE_BYTE = re.compile("[\udc80-\udcff]")  # surrogateescape of bad UTF-8
 
 
 def clean_member_name(archive, raw_name):
@@ -45,11 +43,11 @@ def clean_member_name(archive, raw_name):
 
     if not isinstance(raw_name, str) or raw_name == "":
         refuse("empty member name")
-    if any("\udc80" <= ch <= "\udcff" for ch in raw_name):
+    if _UNDECODABLE_BYTE.search(raw_name):
         refuse("member name is not valid UTF-8")
     if "\x00" in raw_name:
         refuse("NUL character in member name")
-    if _has_control_character(raw_name):
+    if _CONTROL_CHARACTER.search(raw_name):
         refuse("control character in member name")
     if "\\" in raw_name:
         refuse("backslash in member name (Windows separator)")
@@ -78,6 +76,8 @@ def clean_member_name(archive, raw_name):
 
 def _folded(name: str) -> str:
     # What a case-insensitive or normalizing file system would see.
+    if name.isascii():
+        return name.lower()
     return unicodedata.normalize(
         "NFKC", unicodedata.normalize("NFKC", name).casefold()
     )

@@ -299,7 +299,11 @@ class ArchiveModel(Model):
                 _empty_directory(copy.directory)
             self.inner = self.INNER(self._inner_config(copy.directory, stored))
             await self.inner.__aenter__()
-            self.ADAPTER.after_enter(self, self.inner)
+            try:
+                self.ADAPTER.after_enter(self, self.inner)
+            except BaseException:
+                await self.inner.__aexit__(*sys.exc_info())
+                raise
         except BaseException:
             await stack.__aexit__(*sys.exc_info())
             self.inner = None
@@ -351,7 +355,7 @@ def _optional(config_field) -> tuple:
     clone.default = None
     clone.default_factory = dataclasses.MISSING
     description = config_field.metadata.get("description", "")
-    if config_field.default is not dataclasses.MISSING:
+    if config_field.default not in (dataclasses.MISSING, None):
         description += f" (default: {config_field.default!r})"
     clone.metadata = dict(config_field.metadata, description=description.strip(), required=False)
     return (config_field.name, config_field.type, clone)
