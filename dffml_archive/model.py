@@ -18,6 +18,7 @@ import copy as _copy
 import dataclasses
 import inspect
 import json
+import math
 import pathlib
 import pydoc
 import shutil
@@ -46,6 +47,10 @@ def archive_label(upstream: str) -> str:
 
 class ConfigMismatchError(ArchiveError):
     """The options given differ from the configuration stored in the archive."""
+
+
+class ModelArchiveNotFound(ArchiveError, ModelNotTrained):
+    """The location names an archive that does not exist: train first."""
 
 
 class WrongBackendError(ArchiveError):
@@ -79,9 +84,12 @@ class BackendAdapter:
 
 
 def value_from_json(config_field, value):
+    value = _decode_nonfinite(value)
     if value is None:
         return None
     if config_field.type is Features:
+        if isinstance(value, list):  # stored in order (see config_value_to_json)
+            return Features(*(Feature._fromdict(**feature) for feature in value))
         return Features._fromdict(**value)
     if config_field.type is Feature:
         return Feature._fromdict(**value)
@@ -98,7 +106,33 @@ def value_from_json(config_field, value):
 
 
 def exported(value) -> Any:
-    return export_dict(value=value)["value"]
+    """A config value as strict JSON.  Features become a list, so their order
+    (the column order the backend trains on) survives the manifest's sorted
+    keys; infinities and NaN (e.g. scikit's ``max_eps``) become
+    ``{"float": "inf"}``."""
+    if isinstance(value, Features):
+        return [exported(feature) for feature in value]
+    return _encode_nonfinite(export_dict(value=value)["value"])
+
+
+def _encode_nonfinite(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return {"float": repr(value)}
+    if isinstance(value, dict):
+        return {key: _encode_nonfinite(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_encode_nonfinite(item) for item in value]
+    return value
+
+
+def _decode_nonfinite(value):
+    if isinstance(value, dict):
+        if set(value) == {"float"} and isinstance(value["float"], str):
+            return float(value["float"])
+        return {key: _decode_nonfinite(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_decode_nonfinite(item) for item in value]
+    return value
 
 
 def _same(left, right) -> bool:
@@ -139,6 +173,8 @@ class ArchiveModel(Model):
     """Base of every generated archive model class; see :func:`archive_model`."""
 
     INNER: type = None
+    #: Where INNER can be imported from ("module:Name").
+    INNER_PATH: str = None
     UPSTREAM: str = None
     ADAPTER = BackendAdapter()
     CONTEXT = ArchiveModelContext
@@ -234,10 +270,21 @@ class ArchiveModel(Model):
             and f.default is dataclasses.MISSING
             and f.default_factory is dataclasses.MISSING
         ]
+        options = ", ".join(f"-model-{name}" for name in missing)
+        if missing and stored is None and self.is_archive and not pathlib.Path(
+            self.config.location
+        ).exists():
+            raise ModelArchiveNotFound(
+                self.config.location,
+                "no model archive here: train first",
+                hint=f"dffml train -model {self.ENTRY_POINT_ORIG_LABEL} "
+                + " ".join(f"-model-{name} ..." for name in missing)
+                + f" -model-location {self.config.location} -sources ...",
+            )
         if missing:
             raise ArchiveError(
                 self.config.location,
-                "missing model options " + ", ".join(f"-model-{name}" for name in missing),
+                "missing model options " + options,
                 hint="give them, or point -model-location at a trained model archive",
             )
         return self.INNER.CONFIG(directory=directory, **values)
@@ -255,7 +302,7 @@ class ArchiveModel(Model):
         return {
             "entrypoint": self.ENTRY_POINT_ORIG_LABEL,
             "upstream": self.UPSTREAM,
-            "class": f"{self.INNER.__module__}:{self.INNER.__qualname__}",
+            "class": self.INNER_PATH,
             "extra": self.ADAPTER.extra,
             "config": config,
             "versions": versions,
@@ -361,6 +408,19 @@ def _optional(config_field) -> tuple:
     return (config_field.name, config_field.type, clone)
 
 
+def _import_path(inner: type, upstream: str) -> str:
+    """``module:Name`` of ``inner``; for classes built dynamically (scikit's
+    claim module ``dffml.base``) the upstream entry point's target."""
+    module = sys.modules.get(inner.__module__)
+    if getattr(module, inner.__qualname__, None) is inner:
+        return f"{inner.__module__}:{inner.__qualname__}"
+    import pkg_resources
+
+    for entry in pkg_resources.iter_entry_points("dffml.model", upstream):
+        return f"{entry.module_name}:{'.'.join(entry.attrs)}"
+    return f"{inner.__module__}:{inner.__qualname__}"
+
+
 def archive_model(inner: type, upstream: str, adapter: BackendAdapter = None, module=None) -> type:
     """Make an archive-capable model class from the upstream class ``inner``
     registered as ``upstream``.  Its entry point label is
@@ -388,6 +448,7 @@ def archive_model(inner: type, upstream: str, adapter: BackendAdapter = None, mo
             "that may be one archive file.",
             "CONFIG": config_cls,
             "INNER": inner,
+            "INNER_PATH": _import_path(inner, upstream),
             "UPSTREAM": upstream,
             "ADAPTER": adapter or BackendAdapter(),
         },
