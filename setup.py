@@ -43,6 +43,14 @@ MODELS_BY_MODULE = {
     "slr": ["slr"],
     "scratch": ["scratchlgrsag", "anomalydetection"],
     "scikit": SCIKIT_MODELS,
+    "xgboost": ["xgbclassifier", "xgbregressor"],
+    "vowpalwabbit": ["vwmodel"],
+    "daal4py": ["daal4pylr"],
+    "autosklearn": ["autoclassifier", "autoregressor"],
+    "pytorch": ["pytorchnet"] + PYTORCH_PRETRAINED_MODELS,
+    "tensorflow": ["tfdnnc", "tfdnnr"],
+    "tensorflow_hub": ["text_classifier"],
+    "spacy": ["spacyner"],
 }
 MODEL_ENTRY_POINTS = [
     f"{name}_archive = model_plugins.{module}:{name}_archive"
