@@ -9,7 +9,7 @@
 # (git-ignored) unless --json is given.
 #
 # Python: scripts/run (the project's environment) when it works, else
-# $BENCH_PYTHON, else /tmp/warm38/bin/python with this checkout on PYTHONPATH.
+# $BENCH_PYTHON (with this checkout on PYTHONPATH).
 set -euo pipefail
 
 here=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd -P)
@@ -26,14 +26,9 @@ fi
 export PYTHONPATH=$checkout${PYTHONPATH:+:$PYTHONPATH}
 python=${BENCH_PYTHON:-}
 if [[ -z $python ]]; then
-    # scripts/run may (re)build the environment or wait for another build's
-    # lock: give it a bounded time, then fall back.
-    python=$(timeout 300 scripts/run python -c \
+    # scripts/run may (re)build the environment (minutes on a bare machine).
+    python=$(timeout 1800 scripts/run python -c \
         'import sys, dffml_archive, numpy; print(sys.executable)' 2>/dev/null | tail -n 1) || python=
-fi
-if [[ -z $python && -x /tmp/warm38/bin/python ]]; then
-    echo "(scripts/run is not usable here; using /tmp/warm38/bin/python)" >&2
-    python=/tmp/warm38/bin/python
 fi
 if [[ -z $python ]]; then
     echo "no Python environment: fix scripts/run or set BENCH_PYTHON" >&2
