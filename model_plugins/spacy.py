@@ -1,0 +1,251 @@
+"""Named-entity recognition with spaCy 3: our own DFFML backend ``spacyner``
+and its archive-capable wrapper ``spacyner_archive``.
+
+dffml-model-spacy on PyPI ships no code (every release holds only its
+``__init__``/``version``), so this is a backend of our own, written for
+spaCy 3.7, keeping the interface its tests document: options
+``model_name_or_path``, ``n_iter`` and ``dropout``; records with the
+features ``sentence`` (the text) and ``entities`` (``(start, end, label)``
+character spans); predictions under ``Tag``.
+
+What it does:
+
+* ``train`` starts from ``model_name_or_path`` every time (so the same
+  records and options give the same model): a language code (``en``, the
+  default, ``de``, ...) is a blank pipeline (``spacy.blank``), anything else
+  must be an installed pipeline package or a pipeline directory
+  (``spacy.load``).  Nothing is ever downloaded.  An ``ner`` component is
+  added when the pipeline has none, then trained for ``n_iter`` passes over
+  the records.
+* The trained pipeline is saved with ``nlp.to_disk`` into
+  ``<directory>/pipeline``, with ``<directory>/spacyner.json`` holding the
+  confidence; so it is in the archive, and predicting needs neither the
+  package nor the network.  Files are written only when something was
+  trained or assessed: predicting changes nothing.
+* ``predict`` gives, for each record, the list of entities found in its
+  text as ``(text, label, start, end)`` tuples (character offsets;
+  ``value[i][1]`` is the label, as upstream documented).
+
+**Confidence** is the model's entity-level F1 score (spaCy's ``ents_f``,
+between 0 and 1): measured by the most recent ``accuracy`` run, which also
+returns it, or, before any, on the training records at the end of
+training.  It is a property of the model, the same for every prediction,
+not a per-entity probability (spaCy's transition-based recogniser computes
+none).
+"""
+import json
+import pathlib
+import random
+import re
+import shutil
+from typing import Any, AsyncIterator, Dict, List, Sequence, Tuple
+
+import spacy
+from dffml import Accuracy, Model, ModelContext, config, entrypoint, field
+from dffml.model.model import ModelNotTrained
+from dffml.record import Record
+from spacy.training import Example
+from spacy.util import minibatch
+
+from dffml_archive.model import BackendAdapter, archive_model
+
+#: Where the pipeline and the model's own state live in the model directory.
+PIPELINE_DIRECTORY = "pipeline"
+STATE_FILE = "spacyner.json"
+_LANGUAGE_CODE = re.compile(r"[a-z]{2,3}")
+
+
+@config
+class SpacyNERModelConfig:
+    directory: pathlib.Path = field("Directory where state should be saved")
+    model_name_or_path: str = field(
+        "Pipeline to start training from: a language code for a blank "
+        "pipeline (en, de, ...), an installed pipeline package (e.g. "
+        "en_core_web_sm) or a pipeline directory; never downloaded",
+        default="en",
+    )
+    n_iter: int = field("Passes over the training records", default=10)
+    dropout: float = field("Dropout rate while training", default=0.2)
+    batch_size: int = field("Records per training update", default=8)
+    seed: int = field("Random seed of training", default=0)
+    sentence_feature: str = field("Feature holding the text", default="sentence")
+    entities_feature: str = field(
+        "Feature holding the entities to learn: (start, end, label) character "
+        "spans (lists, tuples, {start, end, label} dicts, or that as JSON text)",
+        default="entities",
+    )
+    predict: str = field("Name of the prediction", default="Tag")
+
+
+def base_pipeline(name: str):
+    """A pipeline to train from: blank for a language code, else an installed
+    package or a directory.  Never downloads."""
+    if _LANGUAGE_CODE.fullmatch(name):
+        try:
+            spacy.util.get_lang_class(name)
+        except ImportError:
+            pass
+        else:
+            return spacy.blank(name)
+    path = pathlib.Path(name).expanduser()
+    if path.is_dir() or spacy.util.is_package(name):
+        return spacy.load(path if path.is_dir() else name)
+    raise ValueError(
+        f"model_name_or_path {name!r} is neither a spaCy language code (for a "
+        "blank pipeline), an installed pipeline package nor a pipeline "
+        "directory; pipelines are never downloaded here: install one first "
+        "(python -m spacy download NAME) or give a language code such as 'en'"
+    )
+
+
+def entity_spans(value) -> List[Tuple[int, int, str]]:
+    """``(start, end, label)`` spans from what a record holds."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        value = json.loads(value) if value.strip() else []
+    spans = []
+    for entity in value:
+        if isinstance(entity, dict):
+            label = entity.get("label", entity.get("tag"))
+            spans.append((int(entity["start"]), int(entity["end"]), str(label)))
+        else:
+            start, end, label = entity
+            spans.append((int(start), int(end), str(label)))
+    return spans
+
+
+class SpacyNERModelContext(ModelContext):
+    def _records(self, sources, with_entities: bool):
+        config = self.parent.config
+        wanted = [config.sentence_feature]
+        if with_entities:
+            wanted.append(config.entities_feature)
+        return sources.with_features(wanted)
+
+    async def _examples(self, nlp, sources) -> List[Example]:
+        config = self.parent.config
+        examples = []
+        async for record in self._records(sources, with_entities=True):
+            doc = nlp.make_doc(str(record.feature(config.sentence_feature)))
+            spans = entity_spans(record.feature(config.entities_feature))
+            examples.append(Example.from_dict(doc, {"entities": spans}))
+        if not examples:
+            raise ValueError(
+                f"no records with features {config.sentence_feature!r} and "
+                f"{config.entities_feature!r} to learn from"
+            )
+        return examples
+
+    async def train(self, sources) -> None:
+        config = self.parent.config
+        spacy.util.fix_random_seed(config.seed)
+        nlp = base_pipeline(config.model_name_or_path)
+        examples = await self._examples(nlp, sources)
+        fresh = "ner" not in nlp.pipe_names
+        ner = nlp.add_pipe("ner", last=True) if fresh else nlp.get_pipe("ner")
+        for example in examples:
+            for entity in example.reference.ents:
+                ner.add_label(entity.label_)
+        others = [name for name in nlp.pipe_names if name != "ner"]
+        shuffle = random.Random(config.seed).shuffle
+        with nlp.select_pipes(disable=others):
+            if not others and fresh:
+                optimizer = nlp.initialize(lambda: examples)
+            elif fresh:
+                ner.initialize(lambda: examples, nlp=nlp)
+                optimizer = nlp.create_optimizer()
+            else:
+                optimizer = nlp.resume_training()
+            for _ in range(config.n_iter):
+                shuffle(examples)
+                losses: Dict[str, float] = {}
+                for batch in minibatch(examples, size=config.batch_size):
+                    nlp.update(batch, drop=config.dropout, sgd=optimizer, losses=losses)
+                self.logger.debug("losses %r", losses)
+        self.parent.nlp = nlp
+        self.parent.set_confidence(self.parent.score(examples))
+
+    async def accuracy(self, sources) -> Accuracy:
+        nlp = self.parent.require_pipeline("assess accuracy")
+        score = self.parent.score(await self._examples(nlp, sources))
+        self.parent.set_confidence(score)
+        return Accuracy(score)
+
+    async def predict(self, sources) -> AsyncIterator[Record]:
+        nlp = self.parent.require_pipeline("predict")
+        config = self.parent.config
+        confidence = self.parent.state["confidence"]
+        async for record in self._records(sources, with_entities=False):
+            doc = nlp(str(record.feature(config.sentence_feature)))
+            entities = [
+                (entity.text, entity.label_, entity.start_char, entity.end_char)
+                for entity in doc.ents
+            ]
+            record.predicted(config.predict, entities, confidence)
+            yield record
+
+
+@entrypoint("spacyner")
+class SpacyNERModel(Model):
+    """Named-entity recognition with spaCy 3 (see the module docstring)."""
+
+    CONFIG = SpacyNERModelConfig
+    CONTEXT = SpacyNERModelContext
+
+    def __init__(self, config) -> None:
+        super().__init__(config)
+        self.nlp = None
+        self.state: Dict[str, Any] = {}
+        self._changed = False
+        self._depth = 0
+
+    @property
+    def pipeline_directory(self) -> pathlib.Path:
+        return pathlib.Path(self.config.directory, PIPELINE_DIRECTORY)
+
+    @property
+    def state_file(self) -> pathlib.Path:
+        return pathlib.Path(self.config.directory, STATE_FILE)
+
+    async def __aenter__(self):
+        self._depth += 1
+        if self._depth == 1 and self.state_file.is_file():
+            self.state = json.loads(self.state_file.read_text())
+            self.nlp = spacy.load(self.pipeline_directory)
+        return self
+
+    async def __aexit__(self, exc_type, exc_value, traceback):
+        self._depth -= 1
+        if self._depth == 0 and self._changed and exc_type is None:
+            self._save()
+
+    def _save(self) -> None:
+        self._make_config_directory()
+        if self.pipeline_directory.exists():
+            shutil.rmtree(self.pipeline_directory)
+        self.nlp.to_disk(self.pipeline_directory)
+        self.state_file.write_text(json.dumps(self.state, sort_keys=True))
+        self._changed = False
+
+    def require_pipeline(self, action: str):
+        if self.nlp is None:
+            raise ModelNotTrained(f"train the model before you {action}")
+        return self.nlp
+
+    def score(self, examples: Sequence[Example]) -> float:
+        """Entity-level F1 of the pipeline on ``examples`` (NaN if spaCy has none)."""
+        value = self.nlp.evaluate(list(examples)).get("ents_f")
+        return float("nan") if value is None else float(value)
+
+    def set_confidence(self, score: float) -> None:
+        self.state = {"confidence": score, "labels": sorted(self.nlp.get_pipe("ner").labels)}
+        self._changed = True
+
+
+class SpacyAdapter(BackendAdapter):
+    distribution = "spacy"
+    extra = "spacy"
+
+
+spacyner_archive = archive_model(SpacyNERModel, "spacyner", SpacyAdapter(), module=__name__)
