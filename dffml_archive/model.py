@@ -456,6 +456,23 @@ def archive_model(inner: type, upstream: str, adapter: BackendAdapter = None, mo
     return entrypoint(label)(cls)
 
 
+def wrap_distribution(distribution: str, adapter: BackendAdapter, namespace: dict, also=None):
+    """Define ``NAME_archive`` in ``namespace`` (a backend module's globals)
+    for every model that ``distribution`` registers, plus ``also`` (name ->
+    class) for models it builds without registering.  Returns the names."""
+    import pkg_resources
+
+    entry_points = pkg_resources.get_distribution(distribution).get_entry_map("dffml.model")
+    found = {name: entry.resolve() for name, entry in entry_points.items()}
+    for name, inner in (also or {}).items():
+        found.setdefault(name, inner)
+    for name, inner in sorted(found.items()):
+        namespace[archive_label(name)] = archive_model(
+            inner, name, adapter, module=namespace["__name__"]
+        )
+    return sorted(found)
+
+
 async def load_model(location, **options) -> ArchiveModel:
     """A configured model from an archive alone: the backend, features and
     every option come from its manifest.  ``options`` override stored ones

@@ -27,13 +27,12 @@ import copy
 import os
 import pathlib
 
-import pkg_resources
 import torch
 from dffml_model_pytorch.pytorch_net import Network
 from dffml_model_pytorch.utils.utils import PyTorchLoss
 
 from dffml_archive.errors import ArchiveError
-from dffml_archive.model import BackendAdapter, archive_model, exported, value_from_json
+from dffml_archive.model import BackendAdapter, exported, value_from_json, wrap_distribution
 
 #: Where upstream keeps its state, relative to the model directory.
 STATE_FILE = "model.pt"
@@ -141,16 +140,4 @@ class PyTorchAdapter(BackendAdapter):
 ADAPTER = PyTorchAdapter()
 
 
-def _upstream_models():
-    """(name, class) for every model the plugin registers."""
-    distribution = pkg_resources.get_distribution("dffml-model-pytorch")
-    return sorted(
-        (name, entry.resolve())
-        for name, entry in distribution.get_entry_map("dffml.model").items()
-    )
-
-
-UPSTREAM_NAMES = []
-for _name, _inner in _upstream_models():
-    globals()[f"{_name}_archive"] = archive_model(_inner, _name, ADAPTER, module=__name__)
-    UPSTREAM_NAMES.append(_name)
+UPSTREAM_NAMES = wrap_distribution("dffml-model-pytorch", ADAPTER, globals())

@@ -10,10 +10,9 @@ plugin's own hash function.
 """
 import dataclasses
 
-import pkg_resources
 from dffml_model_scikit import scikit_models
 
-from dffml_archive.model import BackendAdapter, archive_model
+from dffml_archive.model import BackendAdapter, wrap_distribution
 
 CANONICAL_DIRECTORY = "/__dffml_archive__/model"
 
@@ -43,19 +42,10 @@ class ScikitAdapter(BackendAdapter):
 ADAPTER = ScikitAdapter()
 
 
-def _upstream_models():
-    """(name, class) for every model the plugin registers, plus ``scikitrfr``,
-    which it builds but forgot to register."""
-    distribution = pkg_resources.get_distribution("dffml-model-scikit")
-    found = {
-        name: entry.resolve()
-        for name, entry in distribution.get_entry_map("dffml.model").items()
-    }
-    found.setdefault("scikitrfr", scikit_models.RandomForestRegressorModel)
-    return sorted(found.items())
-
-
-UPSTREAM_NAMES = []
-for _name, _inner in _upstream_models():
-    globals()[f"{_name}_archive"] = archive_model(_inner, _name, ADAPTER, module=__name__)
-    UPSTREAM_NAMES.append(_name)
+# The plugin builds ``scikitrfr`` but forgot to register it.
+UPSTREAM_NAMES = wrap_distribution(
+    "dffml-model-scikit",
+    ADAPTER,
+    globals(),
+    also={"scikitrfr": scikit_models.RandomForestRegressorModel},
+)

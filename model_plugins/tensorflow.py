@@ -28,11 +28,10 @@ Quirks, and what we do about them:
 import os
 import pathlib
 
-import pkg_resources
 from google.protobuf import text_format
 from tensorflow.python.training.checkpoint_state_pb2 import CheckpointState
 
-from dffml_archive.model import BackendAdapter, archive_model
+from dffml_archive.model import BackendAdapter, wrap_distribution
 
 #: The name of the Estimator's checkpoint index file.
 INDEX_FILE = "checkpoint"
@@ -110,15 +109,4 @@ class TensorflowAdapter(BackendAdapter):
 ADAPTER = TensorflowAdapter()
 
 
-def _upstream_models():
-    distribution = pkg_resources.get_distribution("dffml-model-tensorflow")
-    return sorted(
-        (name, entry.resolve())
-        for name, entry in distribution.get_entry_map("dffml.model").items()
-    )
-
-
-UPSTREAM_NAMES = []
-for _name, _inner in _upstream_models():
-    globals()[f"{_name}_archive"] = archive_model(_inner, _name, ADAPTER, module=__name__)
-    UPSTREAM_NAMES.append(_name)
+UPSTREAM_NAMES = wrap_distribution("dffml-model-tensorflow", ADAPTER, globals())

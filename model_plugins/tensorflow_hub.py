@@ -30,11 +30,10 @@ import os
 import pathlib
 import shutil
 
-import pkg_resources
 import tensorflow as tf
 
 from dffml_archive.errors import ArchiveError
-from dffml_archive.model import BackendAdapter, archive_model
+from dffml_archive.model import BackendAdapter, wrap_distribution
 
 #: Where the trained SavedModel lives inside the archive.
 CANONICAL = "text_classifier"
@@ -84,15 +83,4 @@ class TensorflowHubAdapter(BackendAdapter):
 ADAPTER = TensorflowHubAdapter()
 
 
-def _upstream_models():
-    distribution = pkg_resources.get_distribution("dffml-model-tensorflow-hub")
-    return sorted(
-        (name, entry.resolve())
-        for name, entry in distribution.get_entry_map("dffml.model").items()
-    )
-
-
-UPSTREAM_NAMES = []
-for _name, _inner in _upstream_models():
-    globals()[f"{_name}_archive"] = archive_model(_inner, _name, ADAPTER, module=__name__)
-    UPSTREAM_NAMES.append(_name)
+UPSTREAM_NAMES = wrap_distribution("dffml-model-tensorflow-hub", ADAPTER, globals())
