@@ -592,9 +592,10 @@ async def test_api_train_accuracy_predict_then_move(name, ext, tmp_path):
     assert stored["entrypoint"] == archive_label(name) and stored["upstream"] == name
     for option, value in spec.options.items():
         assert stored["config"][option] == value, option
-    assert sorted(stored["config"]["features"]) == sorted(
+    # Stored as a list, in the order given (the backend's column order).
+    assert [feature["name"] for feature in stored["config"]["features"]] == [
         spec.split(":")[0] for spec in kind.features
-    )
+    ]
 
 
 # -- 3. dataflows: dffml.model.predict with an archive-located model -----------
