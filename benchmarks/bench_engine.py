@@ -26,6 +26,7 @@ faster).  For the small-file set the GNU side's start-up (the same command
 on a one-empty-file tree, best of N) is subtracted, because ours runs
 in-process with no interpreter or exec start-up.
 """
+import contextlib
 import argparse
 import asyncio
 import os
@@ -360,7 +361,7 @@ def run(args, datasets=None, root=None) -> dict:
     load_start = os.getloadavg()
     wanted = tuple((getattr(args, "datasets", None) or "weights,small").split(","))
     own = datasets is None
-    with B.workdir(args, "engine") if own else _nullcontext(root) as workroot:
+    with B.workdir(args, "engine") if own else contextlib.nullcontext(root) as workroot:
         if own:
             datasets = B.make_datasets(workroot / "data", B.SIZES[B.size_name(args)], wanted)
         bench_root = pathlib.Path(workroot) / "engine"
@@ -422,17 +423,6 @@ def run(args, datasets=None, root=None) -> dict:
         "loadavg": [load_start, load_end],
         "table": text,
     }
-
-
-class _nullcontext:
-    def __init__(self, value):
-        self.value = value
-
-    def __enter__(self):
-        return self.value
-
-    def __exit__(self, *exc):
-        return False
 
 
 def main(argv=None):

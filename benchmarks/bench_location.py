@@ -20,6 +20,7 @@ is measured separately in a fresh interpreter.  A warm enter that did not hit
 the cache (the tree's inodes changed) is flagged.  Target: warm enter < 5% of
 a full extract.
 """
+import contextlib
 import argparse
 import asyncio
 import os
@@ -162,7 +163,7 @@ def run(args, datasets=None, root=None) -> dict:
     print(f"== bench_location ({B.size_name(args)}, best of {args.repeat})")
     load_start = os.getloadavg()
     own = datasets is None
-    context = B.workdir(args, "location") if own else _Null(root)
+    context = B.workdir(args, "location") if own else contextlib.nullcontext(root)
     with context as workroot:
         workroot = pathlib.Path(workroot)
         if own:
@@ -226,17 +227,6 @@ def run(args, datasets=None, root=None) -> dict:
         "loadavg": [load_start, load_end],
         "table": text,
     }
-
-
-class _Null:
-    def __init__(self, value):
-        self.value = value
-
-    def __enter__(self):
-        return self.value
-
-    def __exit__(self, *exc):
-        return False
 
 
 def main(argv=None):

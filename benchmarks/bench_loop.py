@@ -30,6 +30,7 @@ longest gap between two ticks, then reads ``ru_maxrss`` again.
 Over the N runs the WORST stall and the LARGEST growth are reported (these
 are worst-case metrics), the time is the best run.
 """
+import contextlib
 import argparse
 import json
 import os
@@ -191,7 +192,7 @@ def run(args, datasets=None, root=None) -> dict:
     print(f"== bench_loop ({B.size_name(args)}, {args.repeat} fresh subprocess(es) per operation)")
     load_start = os.getloadavg()
     own = datasets is None
-    context = B.workdir(args, "loop") if own else _Null(root)
+    context = B.workdir(args, "loop") if own else contextlib.nullcontext(root)
     with context as workroot:
         workroot = pathlib.Path(workroot)
         if own:
@@ -286,17 +287,6 @@ def run(args, datasets=None, root=None) -> dict:
         "loadavg": [load_start, load_end],
         "table": text,
     }
-
-
-class _Null:
-    def __init__(self, value):
-        self.value = value
-
-    def __enter__(self):
-        return self.value
-
-    def __exit__(self, *exc):
-        return False
 
 
 def main(argv=None):
