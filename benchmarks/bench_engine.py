@@ -26,8 +26,8 @@ faster).  For the small-file set the GNU side's start-up (the same command
 on a one-empty-file tree, best of N) is subtracted, because ours runs
 in-process with no interpreter or exec start-up.
 """
-import contextlib
 import argparse
+import contextlib
 import asyncio
 import os
 import pathlib

@@ -20,8 +20,8 @@ is measured separately in a fresh interpreter.  A warm enter that did not hit
 the cache (the tree's inodes changed) is flagged.  Target: warm enter < 5% of
 a full extract.
 """
-import contextlib
 import argparse
+import contextlib
 import asyncio
 import os
 import pathlib

@@ -30,8 +30,8 @@ longest gap between two ticks, then reads ``ru_maxrss`` again.
 Over the N runs the WORST stall and the LARGEST growth are reported (these
 are worst-case metrics), the time is the best run.
 """
-import contextlib
 import argparse
+import contextlib
 import json
 import os
 import pathlib
