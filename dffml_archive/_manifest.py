@@ -75,18 +75,23 @@ class Manifest:
         }
 
     def to_bytes(self) -> bytes:
+        """Compact, sorted-key JSON: exactly ``json.dumps(self.to_json(),
+        sort_keys=True, separators=(",", ":"), ensure_ascii=False)``, with
+        the member list encoded one member at a time: one json.dumps call
+        over thousands of members holds the GIL (stalls the event loop)
+        for tens of milliseconds."""
+        document = self.to_json()
+        del document["members"]
         try:
-            # Compact: indentation forces json's pure-Python encoder, a
-            # measurable cost with thousands of members (inspect pretty-prints).
-            text = json.dumps(
-                self.to_json(), sort_keys=True, separators=(",", ":"),
-                ensure_ascii=False, allow_nan=False,
-            )
+            text = _dumps(document)
         except ValueError as error:
             raise ValueError(
                 f"model information for the manifest is not strict JSON: {error}"
             ) from None
-        return text.encode("utf-8") + b"\n"
+        # Sorted keys: created_by, format, *members*, model, version.
+        split = text.index(',"model":')
+        members = ",".join(_member_json(member) for member in self.members)
+        return f'{text[:split]},"members":[{members}]{text[split:]}'.encode("utf-8") + b"\n"
 
     def by_path(self) -> Dict[str, ManifestMember]:
         return {member.path: member for member in self.members}
@@ -124,6 +129,32 @@ class Manifest:
             created_by=obj.get("created_by") or {},
             version=obj["version"],
         )
+
+
+def _dumps(value) -> str:
+    # Compact: indentation forces json's pure-Python encoder, a measurable
+    # cost with thousands of members (inspect pretty-prints).
+    return json.dumps(
+        value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+    )
+
+
+_json_string = json.encoder.encode_basestring  # what ensure_ascii=False writes
+
+
+def _member_json(member: ManifestMember) -> str:
+    """``_dumps(member.to_json())``, at a third of the cost."""
+    if type(member.mode) is not int or type(member.size) is not int:
+        return _dumps(member.to_json())
+    if member.type == "directory":
+        return '{"mode":"%04o","path":%s,"type":"directory"}' % (
+            member.mode, _json_string(member.path),
+        )
+    if member.type == "file" and type(member.sha256) is str:
+        return '{"mode":"%04o","path":%s,"sha256":%s,"size":%d,"type":"file"}' % (
+            member.mode, _json_string(member.path), _json_string(member.sha256), member.size,
+        )
+    return _dumps(member.to_json())
 
 
 def _corrupt(archive, reason):

@@ -33,10 +33,31 @@ _CONTROL_CHARACTER = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 _UNDECODABLE_BYTE = re.compile("[\udc80-\udcff]")  # surrogateescape of bad UTF-8
 
 
+#: Names that pass every rule below, recognized in one step (most names):
+#: ASCII letters, digits and ``_.+,=@-`` in components of at most
+#: MAX_COMPONENT_BYTES characters that are not ``.`` or ``..``, separated by
+#: single slashes.
+_PLAIN_NAME = re.compile(
+    r"(?:(?!\.\.?(?:/|\Z))[\w.+,=@-]{1,%d}(?:/|\Z))+" % C.MAX_COMPONENT_BYTES, re.ASCII
+)
+
+
 def clean_member_name(archive, raw_name):
     """Return the normalized relative POSIX name, or ``None`` for the root
     entry (``.`` or ``./``).  Refuse anything that could leave the destination
     or mean different things on different systems."""
+
+    if (
+        isinstance(raw_name, str)
+        and len(raw_name) <= C.MAX_NAME_BYTES
+        and _PLAIN_NAME.fullmatch(raw_name)
+    ):
+        return raw_name[:-1] if raw_name.endswith("/") else raw_name
+    return _checked_member_name(archive, raw_name)
+
+
+def _checked_member_name(archive, raw_name):
+    """:func:`clean_member_name`, every rule checked one by one."""
 
     def refuse(reason):
         raise UnsafeArchiveError(archive, reason, member=raw_name)
@@ -134,10 +155,15 @@ class MemberTracker:
                 f"is a file but {self._implicit_dirs[key]!r} uses it as a directory",
                 member=name,
             )
-        parts = name.split("/")
-        for depth in range(1, len(parts)):
-            parent = "/".join(parts[:depth])
+        # Deepest parent first: a parent already known as one was checked,
+        # with all its ancestors, when first seen (and no file can take a
+        # known parent's name since), so the walk stops there.
+        parent = name
+        while "/" in parent:
+            parent = parent[: parent.rindex("/")]
             parent_key = _folded(parent)
+            if parent_key in self._implicit_dirs:
+                break
             seen = self._seen.get(parent_key)
             if seen is not None and seen[1] != DIRECTORY:
                 raise UnsafeArchiveError(
@@ -145,7 +171,7 @@ class MemberTracker:
                     f"its parent {seen[0]!r} is a file, not a directory",
                     member=name,
                 )
-            self._implicit_dirs.setdefault(parent_key, name)
+            self._implicit_dirs[parent_key] = name
         self._seen[key] = (name, kind)
 
     def wrote(self, nbytes: int, member: str) -> None:
