@@ -11,7 +11,6 @@ import os
 import pathlib
 import stat
 import tarfile
-import zipfile
 from typing import List, Optional
 
 from . import _constants as C
@@ -21,6 +20,7 @@ from ._job import Job
 from ._lock import archive_lock
 from ._manifest import Manifest, ManifestMember
 from ._safety import DIRECTORY, FILE, Limits, MemberTracker, clean_member_name
+from ._zip_writer import ZipWriter
 from .errors import ArchiveSourceError, UnsafeArchiveError
 
 _UNLIMITED = Limits(max_size=float("inf"), max_members=float("inf"), max_ratio=float("inf"))
@@ -266,36 +266,30 @@ def _write_tar(stream, manifest_bytes, entries, job, archive):
     flush()
 
 
-def _zip_info(name, kind, mode, size, deflate=True):
-    info = zipfile.ZipInfo(name, date_time=C.FIXED_ZIP_DATE_TIME)
-    info.create_system = 3  # unix, so external_attr carries the mode
+def _zip_external_attr(kind, mode) -> int:
     if kind == DIRECTORY:
-        info.external_attr = ((stat.S_IFDIR | mode) << 16) | 0x10
-        info.compress_type = zipfile.ZIP_STORED
-    else:
-        info.external_attr = (stat.S_IFREG | mode) << 16
-        info.compress_type = zipfile.ZIP_DEFLATED if deflate else zipfile.ZIP_STORED
-        info.file_size = size
-    return info
+        return ((stat.S_IFDIR | mode) << 16) | 0x10  # 0x10: the MS-DOS directory flag
+    return (stat.S_IFREG | mode) << 16
 
 
 def _write_zip(raw, manifest_bytes, entries, job, archive, level=None):
-    buffer = bytearray(C.CHUNK_SIZE)
-    with zipfile.ZipFile(raw, "w", allowZip64=True) as bundle:
-        bundle.writestr(
-            _zip_info(C.MANIFEST_NAME, FILE, 0o644, len(manifest_bytes)), manifest_bytes
-        )
-        for entry in entries:
-            if entry.type == DIRECTORY:
-                bundle.writestr(_zip_info(entry.relative + "/", DIRECTORY, entry.mode, 0), b"")
-                continue
-            info = _zip_info(entry.relative, FILE, entry.mode, entry.size, entry.deflate)
-            with bundle.open(info, "w") as out:
-                if entry.deflate:
-                    # zipfile has no compressor hook; its writer only calls
-                    # compress() and flush(), which ISA-L's object provides.
-                    out._compressor = raw_deflate_compressor(level)
-                _copy_file(entry, out.write, buffer, job, archive)
+    bundle = ZipWriter(raw, lambda: raw_deflate_compressor(level))
+    bundle.add_bytes(C.MANIFEST_NAME, _zip_external_attr(FILE, 0o644), manifest_bytes, True)
+    buffer = None
+    for entry in entries:
+        attr = _zip_external_attr(entry.type, entry.mode)
+        if entry.type == DIRECTORY:
+            bundle.add_directory(entry.relative + "/", attr)
+        elif entry.content is not None:
+            bundle.add_bytes(entry.relative, attr, entry.content, entry.deflate)
+            job.advance(entry.size)
+        else:
+            buffer = buffer or bytearray(C.CHUNK_SIZE)
+            bundle.add_stream(
+                entry.relative, attr, entry.size, entry.deflate,
+                lambda write, entry=entry: _copy_file(entry, write, buffer, job, archive),
+            )
+    bundle.close()
 
 
 def pack_directory(

@@ -93,3 +93,123 @@ def test_manifest_bytes_are_one_json_dumps():
             manifest.to_json(), sort_keys=True, separators=(",", ":"), ensure_ascii=False
         ).encode("utf-8") + b"\n"
         assert manifest.to_bytes() == reference
+
+
+def _zipfile_reference(raw, manifest_bytes, entries, level):
+    """What zipfile writes for the same members and compressor choices."""
+    import stat
+    import zipfile
+
+    from dffml_archive._formats import raw_deflate_compressor
+
+    def info(name, kind, mode, size, deflate):
+        zinfo = zipfile.ZipInfo(name, date_time=C.FIXED_ZIP_DATE_TIME)
+        zinfo.create_system = 3
+        if kind == _safety.DIRECTORY:
+            zinfo.external_attr = ((stat.S_IFDIR | mode) << 16) | 0x10
+        else:
+            zinfo.external_attr = (stat.S_IFREG | mode) << 16
+            zinfo.file_size = size
+        zinfo.compress_type = zipfile.ZIP_DEFLATED if deflate else zipfile.ZIP_STORED
+        return zinfo
+
+    def add(zinfo, data, deflate):
+        with bundle.open(zinfo, "w") as out:
+            if deflate:
+                out._compressor = raw_deflate_compressor(level)
+            out.write(data)
+
+    with zipfile.ZipFile(raw, "w", allowZip64=True) as bundle:
+        add(info(C.MANIFEST_NAME, _safety.FILE, 0o644, len(manifest_bytes), True), manifest_bytes, True)
+        for entry in entries:
+            if entry.type == _safety.DIRECTORY:
+                add(info(entry.relative + "/", entry.type, entry.mode, 0, False), b"", False)
+            else:
+                zinfo = info(entry.relative, entry.type, entry.mode, entry.size, entry.deflate)
+                with open(entry.path, "rb") as handle, bundle.open(zinfo, "w") as out:
+                    if entry.deflate:
+                        out._compressor = raw_deflate_compressor(level)
+                    for chunk in iter(lambda: handle.read(1 << 20), b""):
+                        out.write(chunk)
+
+
+@pytest.mark.parametrize("level", [None, 1, 9])
+def test_zip_writer_writes_what_zipfile_writes(tmp_path, level):
+    import os
+    import zipfile
+
+    from dffml_archive import _job
+
+    source = tmp_path / "model"
+    (source / "sub" / "ünï").mkdir(parents=True)
+    (source / "empty-dir").mkdir()
+    (source / "empty.txt").write_bytes(b"")
+    (source / "config.json").write_text('{"a": 1}\n' * 50)
+    (source / "sub" / "ünï" / "naïve.txt").write_text("x")
+    (source / "sub" / "random.bin").write_bytes(os.urandom(300_000))  # streamed, stored
+    (source / "sub" / "zeros.bin").write_bytes(bytes(200_000))  # streamed, deflated
+    (source / "sub" / "small-random.bin").write_bytes(os.urandom(20_000))  # in memory, stored
+    os.chmod(source / "config.json", 0o755)
+    archive = tmp_path / "a.zip"
+    entries = _pack._scan(str(source), archive)
+    _pack._hash_files(entries, _job.Job(), archive, for_zip=True)
+    assert {entry.deflate for entry in entries if entry.type == _safety.FILE} == {True, False}
+    assert any(entry.content is None for entry in entries if entry.type == _safety.FILE)
+    manifest_bytes = _manifest.Manifest([entry.manifest_member() for entry in entries]).to_bytes()
+    with open(tmp_path / "ours.zip", "wb") as raw:
+        _pack._write_zip(raw, manifest_bytes, entries, _job.Job(), archive, level)
+    with open(tmp_path / "zipfile.zip", "wb") as raw:
+        _zipfile_reference(raw, manifest_bytes, entries, level)
+    ours = (tmp_path / "ours.zip").read_bytes()
+    assert ours == (tmp_path / "zipfile.zip").read_bytes()
+    with zipfile.ZipFile(tmp_path / "ours.zip") as bundle:
+        assert bundle.testzip() is None
+        assert bundle.read("sub/ünï/naïve.txt") == b"x"
+
+
+def test_zip_writer_zip64_end_records_match_zipfile(tmp_path):
+    """More than 65,535 members: the ZIP64 end records (the large-file
+    branches need gigabytes and are covered by zipfile's own rules)."""
+    import zipfile
+
+    from dffml_archive import _zip_writer
+    from dffml_archive._formats import raw_deflate_compressor
+
+    count = zipfile.ZIP_FILECOUNT_LIMIT + 2
+    with open(tmp_path / "ours.zip", "wb") as raw:
+        writer = _zip_writer.ZipWriter(raw, raw_deflate_compressor)
+        for index in range(count):
+            writer.add_bytes(f"f{index}", 0o644 << 16, b"", False)
+        writer.close()
+    with zipfile.ZipFile(tmp_path / "zipfile.zip", "w", allowZip64=True) as bundle:
+        for index in range(count):
+            zinfo = zipfile.ZipInfo(f"f{index}", date_time=C.FIXED_ZIP_DATE_TIME)
+            zinfo.create_system, zinfo.external_attr = 3, 0o644 << 16
+            bundle.writestr(zinfo, b"")
+    assert (tmp_path / "ours.zip").read_bytes() == (tmp_path / "zipfile.zip").read_bytes()
+
+
+def test_zip_writer_zip64_large_member_matches_zipfile(tmp_path):
+    """A member over zipfile's ZIP64 limit (2 GiB): sizes move to the ZIP64
+    extra field in both headers.  Sparse zeros: no disk used, deflates small."""
+    import zipfile
+
+    from dffml_archive import _job
+
+    source = tmp_path / "model"
+    source.mkdir()
+    with open(source / "huge.bin", "wb") as handle:
+        handle.truncate(zipfile.ZIP64_LIMIT + (64 << 20))
+    (source / "after.txt").write_text("a member after the big one")
+    archive = tmp_path / "a.zip"
+    entries = _pack._scan(str(source), archive)
+    _pack._hash_files(entries, _job.Job(), archive, for_zip=True)
+    manifest_bytes = _manifest.Manifest([entry.manifest_member() for entry in entries]).to_bytes()
+    with open(tmp_path / "ours.zip", "wb") as raw:
+        _pack._write_zip(raw, manifest_bytes, entries, _job.Job(), archive, 1)
+    with open(tmp_path / "zipfile.zip", "wb") as raw:
+        _zipfile_reference(raw, manifest_bytes, entries, 1)
+    assert (tmp_path / "ours.zip").read_bytes() == (tmp_path / "zipfile.zip").read_bytes()
+    with zipfile.ZipFile(tmp_path / "ours.zip") as bundle:
+        assert bundle.getinfo("huge.bin").file_size == zipfile.ZIP64_LIMIT + (64 << 20)
+        assert bundle.read("after.txt") == b"a member after the big one"
