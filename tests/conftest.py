@@ -1,8 +1,14 @@
 """Shared fixtures.  No __init__.py here on purpose (see pytest.ini)."""
 import os
 import pathlib
+import sys
 
 import pytest
+
+# Importlib mode (pytest.ini) leaves sys.path alone, and this folder is no
+# package: put it on the path so that test files can import the helper
+# modules beside them (_e2e_helpers) by their own top-level names.
+sys.path.append(str(pathlib.Path(__file__).resolve().parent))
 
 ARCHIVE_EXTENSIONS = (".zip", ".tar", ".tar.gz", ".tar.bz2", ".tar.xz", ".tar.zst")
 

@@ -46,12 +46,25 @@ import dffml_archive
 from dffml_archive.errors import ArchiveError
 from dffml_archive.model import archive_label, load_model
 
-REPO = pathlib.Path(__file__).resolve().parent.parent
-EXAMPLES = REPO / "docs" / "models" / "examples"
-#: Not resolved: a virtual environment's python is a symlink to the base one.
-BIN = pathlib.Path(sys.executable).parent
-DFFML = str(BIN / "dffml")
-CLI_TIMEOUT = 300
+from _e2e_helpers import (
+    CLI_TIMEOUT,
+    EXAMPLES,
+    REPO,
+    check_example_prints_its_output_and_leaves_its_archives,
+    check_stored_model,
+    create_predict_dataflow_with_the_cli,
+    dffml_cli,
+    examples_included_by_page,
+    keyed_predictions,
+    parse_records,
+    predict_through_the_dataflow_operation,
+    run_dataflow_on_one_record_with_the_cli,
+    same,
+    tree,
+    without_timestamps,
+    write_csv,
+)
+
 FORMATS = (".tar.gz", ".zip")
 
 #: Our modules and the upstream distribution each wraps (spacy: our own).
@@ -275,16 +288,6 @@ def write_embedding(path: pathlib.Path) -> pathlib.Path:
             return tf.reduce_mean(tf.gather(self.table, tf.strings.to_hash_bucket_fast(words, 64)), axis=1)
 
     tf.saved_model.save(Embedding(), str(path))
-    return path
-
-
-def write_csv(path: pathlib.Path, rows: List[dict]) -> pathlib.Path:
-    import csv
-
-    with open(path, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
     return path
 
 
@@ -527,52 +530,10 @@ def api_model(name: str, root: pathlib.Path, location: pathlib.Path):
 # -- helpers -------------------------------------------------------------------
 
 
-def dffml_cli(*args, cwd) -> subprocess.CompletedProcess:
-    """The real ``dffml`` console script, in a new process."""
-    result = subprocess.run(
-        [DFFML, *map(str, args)], cwd=str(cwd), capture_output=True, text=True,
-        timeout=CLI_TIMEOUT,
-    )
-    if result.returncode != 0:
-        pytest.fail(
-            f"dffml {' '.join(map(str, args))} exited {result.returncode}\n"
-            f"--- stdout\n{result.stdout[-3000:]}\n--- stderr\n{result.stderr[-6000:]}"
-        )
-    return result
-
-
-def _nan_safe(value):
-    if isinstance(value, float) and math.isnan(value):
-        return "<NaN>"
-    if isinstance(value, dict):
-        return {key: _nan_safe(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_nan_safe(item) for item in value]
-    return value
-
-
-def same(left, right) -> bool:
-    return _nan_safe(left) == _nan_safe(right)
-
-
-def parse_records(stdout: str) -> list:
+def parse_pure_json_records(stdout: str) -> list:
     """``dffml predict all`` output, which must be pure JSON (first byte ``[``)."""
     assert stdout.startswith("["), f"not pure JSON on stdout: {stdout[:300]!r}"
-    records = json.loads(stdout)
-    assert isinstance(records, list) and records, stdout
-    for record in records:
-        record.pop("last_updated", None)
-    return records
-
-
-def tree(root: pathlib.Path) -> List[str]:
-    return sorted(path.relative_to(root).as_posix() for path in root.rglob("*"))
-
-
-async def api_predictions(model, rows) -> list:
-    return [
-        (key, prediction) async for key, _features, prediction in dffml.predict(model, *rows)
-    ]
+    return parse_records(stdout)
 
 
 def prediction_values(predictions, target) -> list:
@@ -682,12 +643,10 @@ def test_cli_train_accuracy_predict_then_move(name, ext, data, tmp_path):
     accuracy = json.loads(
         dffml_cli("accuracy", *common, *kind.cli_sources(data, "train"), cwd=work).stdout
     )
-    before = parse_records(
+    before = parse_pure_json_records(
         dffml_cli("predict", "all", *common, *kind.cli_sources(data, "test"), cwd=work).stdout
     )
-    info = asyncio.run(dffml_archive.inspect(archive))
-    assert info.manifest.model["entrypoint"] == label
-    assert info.manifest.model["upstream"] == name
+    check_stored_model(asyncio.run(dffml_archive.inspect(archive)).manifest.model, name)
 
     elsewhere = tmp_path / "elsewhere" / "deeper"
     elsewhere.mkdir(parents=True)
@@ -697,7 +656,7 @@ def test_cli_train_accuracy_predict_then_move(name, ext, data, tmp_path):
     if root is not data:
         shutil.rmtree(str(root))
     moved_bytes = moved.read_bytes()
-    after = parse_records(
+    after = parse_pure_json_records(
         dffml_cli("predict", "all", "-model", label, "-model-location", moved,
                   *kind.cli_sources(data, "test"), cwd=elsewhere).stdout
     )
@@ -717,28 +676,6 @@ def test_cli_train_accuracy_predict_then_move(name, ext, data, tmp_path):
 # -- 2. the async high-level API, load_model and dataflows ---------------------
 
 
-async def run_predict_dataflow(model, rows) -> list:
-    """DFFML's own ``dffml.model.predict`` operation, one context per row."""
-    from dffml import DataFlow, GetSingle, Input, ModelPredictConfig, model_predict
-
-    dataflow = DataFlow(
-        operations={"predict": model_predict, "get_single": GetSingle},
-        configs={"predict": ModelPredictConfig(model=model)},
-    )
-    dataflow.seed.append(
-        Input(value=[model_predict.op.outputs["prediction"].name],
-              definition=GetSingle.op.inputs["spec"])
-    )
-    inputs = {
-        str(index): [Input(value=row, definition=model_predict.op.inputs["features"])]
-        for index, row in enumerate(rows)
-    }
-    results = {}
-    async for ctx, result in dffml.run(dataflow, inputs):
-        results[(await ctx.handle()).as_string()] = result["model_predictions"]
-    return [results[str(index)] for index in range(len(rows))]
-
-
 @pytest.mark.parametrize("ext", FORMATS)
 @pytest.mark.parametrize("name", list(BACKENDS))
 async def test_api_train_accuracy_predict_then_move(name, ext, data, tmp_path):
@@ -751,7 +688,7 @@ async def test_api_train_accuracy_predict_then_move(name, ext, data, tmp_path):
     await dffml.train(model, *train)
     assert location.is_file()
     accuracy = await dffml.accuracy(model, *train)
-    before = await api_predictions(model, test)
+    before = await keyed_predictions(model, test)
     kind.check(test, prediction_values(before, kind.target))
 
     moved = tmp_path / "second" / f"other{ext}"
@@ -761,13 +698,13 @@ async def test_api_train_accuracy_predict_then_move(name, ext, data, tmp_path):
 
     loaded = await load_model(moved)  # no backend, features or options given
     assert type(loaded) is type(model)
-    assert same(await api_predictions(loaded, test), before), f"{name}{ext}: load_model"
+    assert same(await keyed_predictions(loaded, test), before), f"{name}{ext}: load_model"
     by_label = Model.load(archive_label(name))(location=moved)
-    assert same(await api_predictions(by_label, test), before), f"{name}{ext}: location only"
+    assert same(await keyed_predictions(by_label, test), before), f"{name}{ext}: location only"
     # The operation predicts one record at a time: compare with that (a
     # batch may differ in the last float32 bits, e.g. for TensorFlow).
-    one_by_one = [(await api_predictions(loaded, [row]))[0][1] for row in test]
-    flowed = await run_predict_dataflow(await load_model(moved), test)
+    one_by_one = [(await keyed_predictions(loaded, [row]))[0][1] for row in test]
+    flowed = await predict_through_the_dataflow_operation(await load_model(moved), test)
     assert same(flowed, one_by_one), f"{name}{ext}: dataflow"
     assert moved.read_bytes() == moved_bytes, "predicting must not rewrite the archive"
     if name == "spacyner":
@@ -781,7 +718,7 @@ async def _trained_archive(name, data, path) -> list:
     model = api_model(name, data, path)
     await dffml.train(model, *kind.rows(data, "train"))
     await dffml.accuracy(model, *kind.rows(data, "train"))
-    return [(await api_predictions(model, [row]))[0][1] for row in kind.rows(data, "test")]
+    return [(await keyed_predictions(model, [row]))[0][1] for row in kind.rows(data, "test")]
 
 
 @pytest.mark.parametrize("name", ["spacyner", "tfdnnc"])
@@ -792,17 +729,12 @@ async def test_dataflow_model_predict_through_the_cli(name, data, tmp_path):
     expected = await _trained_archive(name, data, moved)
     work = moved.parent
     loop = asyncio.get_running_loop()
-    created = await loop.run_in_executor(None, lambda: dffml_cli(
-        "dataflow", "create", "predict=dffml.model.predict", "get_single",
-        "-inputs", '["model_predictions"]=get_single_spec',
-        "-config", f"{archive_label(name)}=predict.model.plugin",
-        f"{moved}=predict.model.config.location", cwd=work))
-    (work / "predict.json").write_text(created.stdout)
+    await loop.run_in_executor(None, lambda: create_predict_dataflow_with_the_cli(
+        archive_label(name), moved, work / "predict.json", cwd=work))
     row = kind.rows(data, "test")[0]
-    ran = await loop.run_in_executor(None, lambda: dffml_cli(
-        "dataflow", "run", "single", "-dataflow", "predict.json",
-        "-inputs", f"{json.dumps(row)}=record_features", cwd=work))
-    assert same(json.loads(ran.stdout), [{"model_predictions": expected[0]}]), ran.stdout
+    ran = await loop.run_in_executor(None, lambda: run_dataflow_on_one_record_with_the_cli(
+        "predict.json", row, cwd=work))
+    assert same(ran, [{"model_predictions": expected[0]}]), ran
 
 
 # -- 3. pytorch: trained on a GPU, opened without one --------------------------
@@ -855,7 +787,7 @@ async def test_pytorch_model_trained_on_a_gpu_opens_on_the_cpu(data, tmp_path, u
     await dffml_archive.extract(location, extracted)
     assert stored_devices(extracted / STATE_FILE) == {"cpu"}
     torch.load(str(extracted / STATE_FILE))  # even upstream's bare load works
-    before = await api_predictions(await load_model(location), test)
+    before = await keyed_predictions(await load_model(location), test)
 
     # 2. A directory location holding a really GPU-tagged model.pt (as
     # upstream leaves it after enableGPU training): upstream's bare
@@ -870,7 +802,7 @@ async def test_pytorch_model_trained_on_a_gpu_opens_on_the_cpu(data, tmp_path, u
     options = KINDS["images"].api_options(data)
     options.update(network=_network(data))
     from_dir = Model.load("pytorchnet_archive")(location=gpu_dir, **options)
-    assert same(await api_predictions(from_dir, test), before)
+    assert same(await keyed_predictions(from_dir, test), before)
 
 
 async def test_pytorch_default_loss_works_from_python(data, tmp_path):
@@ -902,7 +834,7 @@ async def test_tensorflow_checkpoint_index_with_absolute_paths_survives_a_move(d
     first.mkdir()
     model = api_model("tfdnnc", data, first)  # a directory location
     await dffml.train(model, *kind.rows(data, "train"))
-    before = await api_predictions(model, kind.rows(data, "test"))
+    before = await keyed_predictions(model, kind.rows(data, "test"))
     index = first / "DNNModel" / "checkpoint"
     relative = index.read_text()
     assert "/" not in relative, relative
@@ -916,7 +848,7 @@ async def test_tensorflow_checkpoint_index_with_absolute_paths_survives_a_move(d
     # Without the fix TensorFlow finds no checkpoint and would predict from
     # freshly initialised weights.
     assert tf.train.latest_checkpoint(str(second / "DNNModel")) is None
-    after = await api_predictions(api_model("tfdnnc", data, second), kind.rows(data, "test"))
+    after = await keyed_predictions(api_model("tfdnnc", data, second), kind.rows(data, "test"))
     assert same(after, before)
     assert (second / "DNNModel" / "checkpoint").read_text() == relative
     assert not relative_checkpoint_index(second / "DNNModel" / "checkpoint"), "idempotent"
@@ -931,7 +863,7 @@ async def test_tensorflow_predictions_leave_no_graph_behind(data, tmp_path):
     location = tmp_path / "model.zip"
     await _trained_archive("tfdnnc", data, location)
     rows = KINDS["classes"].rows(data, "test")
-    await run_predict_dataflow(await load_model(location), rows)
+    await predict_through_the_dataflow_operation(await load_model(location), rows)
     import gc
 
     gc.collect()
@@ -958,7 +890,7 @@ async def test_text_classifier_archive_layout_and_refusals(data, tmp_path):
     assert top == {CANONICAL}, "no directory named by a hash of model_path"
     assert info.manifest.model["config"]["model_path"] == embedding
     archive_bytes = location.read_bytes()
-    await api_predictions(await load_model(location), kind.rows(data, "test"))
+    await keyed_predictions(await load_model(location), kind.rows(data, "test"))
     assert location.read_bytes() == archive_bytes
 
     # A plain directory location that does not exist yet works too.
@@ -966,7 +898,7 @@ async def test_text_classifier_archive_layout_and_refusals(data, tmp_path):
     plain = api_model("text_classifier", data, directory)
     await dffml.train(plain, *kind.rows(data, "train"))
     assert tree(directory)[0] == CANONICAL
-    from_dir = await api_predictions(api_model("text_classifier", data, directory),
+    from_dir = await keyed_predictions(api_model("text_classifier", data, directory),
                                      kind.rows(data, "test"))
     kind.check(kind.rows(data, "test"), prediction_values(from_dir, kind.target))
 
@@ -1014,14 +946,14 @@ async def test_spacyner_starts_from_an_installed_pipeline_package(data, tmp_path
     location = tmp_path / "from-package.zip"
     model = Model.load("spacyner_archive")(location=location, model_name_or_path=name, n_iter=10)
     await dffml.train(model, *kind.rows(data, "train"))
-    before = await api_predictions(model, kind.rows(data, "test"))
+    before = await keyed_predictions(model, kind.rows(data, "test"))
     # The archive holds the whole pipeline: the package is not needed now.
     monkeypatch.delitem(sys.modules, name, raising=False)
     shutil.rmtree(str(tmp_path / "site"))
     importlib.invalidate_caches()
     loaded = await load_model(location)
     assert loaded.config.model_name_or_path == name
-    assert same(await api_predictions(loaded, kind.rows(data, "test")), before)
+    assert same(await keyed_predictions(loaded, kind.rows(data, "test")), before)
     extracted = tmp_path / "extracted"
     await dffml_archive.extract(location, extracted)
     assert spacy.load(extracted / "pipeline").pipe_names == ["sentencizer", "ner"]
@@ -1032,7 +964,7 @@ async def test_spacyner_starts_from_an_installed_pipeline_package(data, tmp_path
         model_name_or_path=str(extracted / "pipeline"), n_iter=5)
     await dffml.train(resumed, *kind.rows(data, "train"))
     kind.check(kind.rows(data, "test"),
-               prediction_values(await api_predictions(resumed, kind.rows(data, "test")), "Tag"))
+               prediction_values(await keyed_predictions(resumed, kind.rows(data, "test")), "Tag"))
 
 
 async def test_spacyner_never_downloads_an_unknown_pipeline(tmp_path):
@@ -1055,13 +987,13 @@ async def test_spacyner_confidence_and_entity_formats(tmp_path):
     model = Model.load("spacyner_archive")(location=tmp_path / "m.tar.gz", n_iter=15)
     await dffml.train(model, *rows)
     # After training alone: F1 on the training records.
-    trained = await api_predictions(model, [{"sentence": NER_TEST[0]}])
+    trained = await keyed_predictions(model, [{"sentence": NER_TEST[0]}])
     confidence = trained[0][1]["Tag"]["confidence"]
     assert 0.0 <= confidence <= 1.0
     # After accuracy: that F1, stored in the archive.
     score = await dffml.accuracy(model, {"sentence": "Ada Lovelace saw Japan.",
                                           "entities": [[0, 12, "PERSON"], [17, 22, "LOC"]]})
-    again = await api_predictions(await load_model(tmp_path / "m.tar.gz"), [{"sentence": NER_TEST[0]}])
+    again = await keyed_predictions(await load_model(tmp_path / "m.tar.gz"), [{"sentence": NER_TEST[0]}])
     assert again[0][1]["Tag"]["confidence"] == score
     assert again[0][1]["Tag"]["value"] == trained[0][1]["Tag"]["value"]
 
@@ -1088,8 +1020,7 @@ def normalized(text: str) -> str:
     reaches TensorFlow's or PyTorch's initialisation through the CLI):
     timestamps and every decimal number.  Labels, entities, keys and the
     shape of the output must be as documented."""
-    text = re.sub(r'"last_updated": "[^"]*"', '"last_updated": "<time>"', text)
-    return _FLOAT.sub("<float>", text)
+    return _FLOAT.sub("<float>", without_timestamps(text))
 
 
 def test_every_example_exists_with_its_output_and_is_on_its_page():
@@ -1097,26 +1028,12 @@ def test_every_example_exists_with_its_output_and_is_on_its_page():
         script = EXAMPLES / name
         assert script.is_file() and script.with_suffix(".out").is_file(), script
     for page in DOC_PAGES:
-        text = (REPO / "docs" / "models" / f"{page}.rst").read_text()
-        included = set(re.findall(r"^\.\. literalinclude::\s*examples/(\S+)\s*$", text, re.M))
+        included = examples_included_by_page(page)
         for suffix in ("_cli.sh", "_cli.out", "_python.py", "_python.out"):
             assert f"{page}{suffix}" in included, f"{page}.rst does not include {page}{suffix}"
 
 
 @pytest.mark.parametrize("name", sorted(DOC_EXAMPLES))
 def test_documented_example_prints_its_documented_output(name, tmp_path):
-    script = EXAMPLES / name
-    env = dict(os.environ)
-    env["PATH"] = os.pathsep.join([str(BIN), env.get("PATH", "")])
-    command = (["bash", "-euo", "pipefail", str(script)] if script.suffix == ".sh"
-               else [sys.executable, str(script)])
-    result = subprocess.run(command, cwd=str(tmp_path), capture_output=True, text=True,
-                            timeout=CLI_TIMEOUT * 2, env=env)
-    assert result.returncode == 0, (
-        f"{name} exited {result.returncode}\n--- stdout\n{result.stdout[-3000:]}"
-        f"\n--- stderr\n{result.stderr[-6000:]}"
-    )
-    assert normalized(result.stdout) == normalized(script.with_suffix(".out").read_text())
-    for relative, entrypoint in DOC_EXAMPLES[name].items():
-        info = asyncio.run(dffml_archive.inspect(tmp_path / relative))
-        assert info.manifest.model["entrypoint"] == entrypoint
+    check_example_prints_its_output_and_leaves_its_archives(
+        name, tmp_path, DOC_EXAMPLES[name], normalized, timeout=CLI_TIMEOUT * 2)

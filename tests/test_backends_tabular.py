@@ -29,17 +29,14 @@ Nothing here uses the network; auto-sklearn trains with a small budget
 (``smac_scenario_args {'runcount_limit': 1}``: one pipeline, about 10 s).
 """
 import asyncio
-import csv
 import dataclasses
 import json
 import math
 import os
 import pathlib
-import re
 import shutil
 import subprocess
-import sys
-from typing import Callable, Dict, List
+from typing import Dict, List
 
 import pkg_resources
 import pytest
@@ -52,84 +49,31 @@ from dffml_archive import load_model
 from dffml_archive.model import archive_label
 from model_plugins import vowpalwabbit as vw
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
-EXAMPLES = ROOT / "docs" / "models" / "examples"
-BIN = pathlib.Path(sys.executable).parent
-DFFML = str(BIN / "dffml")
+from _e2e_helpers import (
+    EXAMPLES,
+    TABULAR_KINDS,
+    check_example_prints_its_output_and_leaves_its_archives,
+    check_stored_model,
+    comparable,
+    create_predict_dataflow_with_the_cli,
+    dffml_cli as shared_dffml_cli,
+    examples_included_by_page,
+    parse_records,
+    predict_through_the_dataflow_operation,
+    predictions_of,
+    run_dataflow_on_one_record_with_the_cli,
+    same,
+    without_timestamps,
+    write_csv,
+)
+
 TIMEOUT = 600
 
 #: The archive formats every case runs in.
 FORMATS = (".tar.gz", ".zip")
 
 
-# -- data ----------------------------------------------------------------------
-
-
-@dataclasses.dataclass(frozen=True)
-class Kind:
-    features: List[str]  # "name:dtype:length", as on the command line
-    predict: str
-    train: List[dict]
-    test: List[dict]
-    #: check(test rows, predicted values), raising AssertionError
-    check: Callable
-
-    @property
-    def target(self) -> str:
-        return self.predict.split(":")[0]
-
-    def feature_objects(self) -> Features:
-        return Features(*[Feature(spec) for spec in self.features])
-
-
-def _check_regression(rows, values):
-    # y = 2x + 1 (+-0.25) for x in 0..19; only points inside that range are
-    # judged (trees and VW clip to the labels they saw).
-    for row, value in zip(rows, values):
-        if 0 <= row["x"] <= 19:
-            assert abs(value - (2 * row["x"] + 1)) <= 3.0, (row, value)
-
-
-def _check_labels(expected):
-    def check(rows, values):
-        assert list(values) == expected, (rows, values)
-
-    return check
-
-
-_OFFSETS = [(0.0, 0.0), (0.3, 0.1), (-0.2, 0.3), (0.1, -0.3),
-            (-0.3, -0.2), (0.2, 0.35), (0.4, -0.1), (-0.1, 0.2)]
-_CENTRES = [(1.0, 1.0), (5.0, 1.0), (3.0, 5.0)]
-_VALUES = [0.65, 0.24, 0.93, 0.87, 0.23, 7.0, 0.86, 0.45, 0.55, 0.29, 5.0,
-           0.51, 0.88, 0.24, 0.51, 0.17, 9.0, 0.37, 0.23, 0.44, 0.62, 3.0, 0.87]
-
-KINDS: Dict[str, Kind] = {
-    "regression": Kind(
-        ["x:float:1"],
-        "y:float:1",
-        [{"x": float(x), "y": 2.0 * x + 1 + (0.25 if x % 2 else -0.25)} for x in range(20)],
-        [{"x": 2.5}, {"x": 13.0}, {"x": 30.0}],
-        _check_regression,
-    ),
-    "binary": Kind(
-        ["A:float:1"],
-        "Y:int:1",
-        [{"A": value, "Y": int(value > 2)} for value in _VALUES],
-        [{"A": 0.45}, {"A": 8.0}, {"A": 0.6}, {"A": 4.0}],
-        _check_labels([0, 1, 0, 1]),
-    ),
-    "multiclass": Kind(
-        ["a:float:1", "b:float:1"],
-        "label:int:1",
-        [
-            {"a": round(cx + dx, 2), "b": round(cy + dy, 2), "label": label}
-            for label, (cx, cy) in enumerate(_CENTRES)
-            for dx, dy in _OFFSETS
-        ],
-        [{"a": 1.1, "b": 0.9}, {"a": 5.2, "b": 1.1}, {"a": 2.9, "b": 4.8}],
-        _check_labels([0, 1, 2]),
-    ),
-}
+KINDS = {name: TABULAR_KINDS[name] for name in ("regression", "binary", "multiclass")}
 
 
 # -- the backends --------------------------------------------------------------
@@ -227,31 +171,8 @@ def test_every_model_of_the_backends_is_wrapped_and_tested():
 # -- helpers -------------------------------------------------------------------
 
 
-def write_csv(path: pathlib.Path, rows: List[dict]) -> pathlib.Path:
-    fieldnames = list(dict.fromkeys(key for row in rows for key in row))
-    with open(path, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=fieldnames)
-        writer.writeheader()
-        writer.writerows(rows)
-    return path
-
-
 def dffml_cli(*args, cwd) -> subprocess.CompletedProcess:
-    """The real ``dffml`` console script; fails the test with its stderr."""
-    result = subprocess.run(
-        [DFFML, *map(str, args)],
-        cwd=str(cwd),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        universal_newlines=True,
-        timeout=TIMEOUT,
-    )
-    if result.returncode != 0:
-        pytest.fail(
-            f"dffml {' '.join(map(str, args))} exited {result.returncode}\n"
-            f"--- stdout\n{result.stdout}\n--- stderr\n{result.stderr[-6000:]}"
-        )
-    return result
+    return shared_dffml_cli(*args, cwd=cwd, timeout=TIMEOUT)
 
 
 def cli_options(case: Case) -> List[str]:
@@ -279,35 +200,6 @@ def make_model(case: Case, location: pathlib.Path, **overrides):
     return Model.load(archive_label(case.model))(**options)
 
 
-def comparable(value):
-    """JSON-like value where NaN == NaN and numpy numbers are plain ones."""
-    if isinstance(value, dict):
-        return {key: comparable(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [comparable(item) for item in value]
-    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
-        value = value.item()
-    if isinstance(value, float) and math.isnan(value):
-        return "<NaN>"
-    return value
-
-
-def same(left, right) -> bool:
-    return comparable(left) == comparable(right)
-
-
-def parse_records(stdout: str) -> list:
-    records = json.loads(stdout)  # Python's json reads dffml's bare NaN
-    assert isinstance(records, list) and records, stdout
-    for record in records:
-        record.pop("last_updated", None)
-    return records
-
-
-async def api_predictions(model, rows) -> list:
-    return [prediction async for _key, _features, prediction in dffml.predict(model, *rows)]
-
-
 def check_predictions(case: Case, predictions: List[dict], accuracy: float):
     """The values are sane for the data, and the confidence is what the
     backend documents."""
@@ -326,42 +218,11 @@ def check_predictions(case: Case, predictions: List[dict], accuracy: float):
     assert not math.isnan(accuracy)
 
 
-async def dataflow_predictions(model, rows) -> list:
-    """Predictions of DFFML's model_predict operation, one context per row."""
-    from dffml import DataFlow, GetSingle, Input, ModelPredictConfig, model_predict
-
-    dataflow = DataFlow(
-        operations={"predict": model_predict, "get_single": GetSingle},
-        configs={"predict": ModelPredictConfig(model=model)},
-    )
-    dataflow.seed.append(
-        Input(
-            value=[model_predict.op.outputs["prediction"].name],
-            definition=GetSingle.op.inputs["spec"],
-        )
-    )
-    inputs = {
-        str(index): [Input(value=row, definition=model_predict.op.inputs["features"])]
-        for index, row in enumerate(rows)
-    }
-    results = {}
-    async for ctx, result in dffml.run(dataflow, inputs):
-        results[(await ctx.handle()).as_string()] = result["model_predictions"]
-    return [results[str(index)] for index in range(len(rows))]
-
-
 def check_manifest(archive: pathlib.Path, case: Case) -> dict:
     info = asyncio.run(dffml_archive.inspect(archive))
     stored = info.manifest.model
-    assert stored["entrypoint"] == archive_label(case.model)
-    assert stored["upstream"] == case.model
+    check_stored_model(stored, case.model, case.options, KINDS[case.kind].features)
     assert stored["extra"] in {"xgboost", "vowpalwabbit", "daal4py", "autosklearn"}
-    for option, value in case.options.items():
-        assert stored["config"][option] == value, option
-    # Stored as a list, in the order given (the backend's column order).
-    assert [feature["name"] for feature in stored["config"]["features"]] == [
-        spec.split(":")[0] for spec in KINDS[case.kind].features
-    ]
     return stored
 
 
@@ -409,26 +270,17 @@ def test_cli_train_accuracy_predict_move_predict(case, ext, tmp_path):
 
     # The file alone, in this process.
     model = asyncio.run(load_model(moved))
-    assert same(asyncio.run(api_predictions(model, kind.test)), predictions)
+    assert same(asyncio.run(predictions_of(model, kind.test)), predictions)
 
     if ext == FORMATS[0]:
-        # A dataflow around dffml.model.predict, the model being the archive.
-        created = dffml_cli(
-            "dataflow", "create", "predict=dffml.model.predict", "get_single",
-            "-inputs", '["model_predictions"]=get_single_spec',
-            "-config", f"{label}=predict.model.plugin", f"{moved}=predict.model.config.location",
-            cwd=elsewhere,
-        )
-        flow = json.loads(created.stdout)
-        assert flow["configs"]["predict"]["model"] == {
-            "plugin": label, "config": {"location": str(moved)}
-        }
-        (tmp_path / "predict.json").write_text(created.stdout)
-        ran = dffml_cli(
-            "dataflow", "run", "single", "-dataflow", tmp_path / "predict.json",
-            "-inputs", f"{json.dumps(kind.test[1])}=record_features", cwd=elsewhere,
-        )
-        assert same(json.loads(ran.stdout), [{"model_predictions": predictions[1]}]), ran.stdout
+        # A dataflow around dffml.model.predict, the model being the archive
+        # (its file beside elsewhere: only the archive may be in there).
+        dataflow = tmp_path / "predict.json"
+        create_predict_dataflow_with_the_cli(label, moved, dataflow, cwd=elsewhere,
+                                             timeout=TIMEOUT)
+        ran = run_dataflow_on_one_record_with_the_cli(dataflow, kind.test[1], cwd=elsewhere,
+                                                      timeout=TIMEOUT)
+        assert same(ran, [{"model_predictions": predictions[1]}]), ran
     assert moved.read_bytes() == moved_bytes, "predicting must not rewrite the archive"
     assert sorted(os.listdir(elsewhere)) == [moved.name]
 
@@ -447,7 +299,7 @@ async def test_api_train_accuracy_predict_move_predict(case, ext, tmp_path):
     await dffml.train(model, *kind.train)
     assert location.is_file()
     accuracy = await dffml.accuracy(model, *kind.train)
-    before = await api_predictions(model, kind.test)
+    before = await predictions_of(model, kind.test)
     check_predictions(case, before, accuracy)
 
     moved = tmp_path / "second" / f"other{ext}"
@@ -457,9 +309,9 @@ async def test_api_train_accuracy_predict_move_predict(case, ext, tmp_path):
 
     loaded = await load_model(moved)  # no backend, features or options given
     assert type(loaded) is type(model)
-    assert same(await api_predictions(loaded, kind.test), before)
-    flowed = await dataflow_predictions(Model.load(archive_label(case.model))(location=moved),
-                                        kind.test)
+    assert same(await predictions_of(loaded, kind.test), before)
+    by_label = Model.load(archive_label(case.model))(location=moved)
+    flowed = await predict_through_the_dataflow_operation(by_label, kind.test)
     assert same(flowed, before)
     assert moved.read_bytes() == moved_bytes, "predicting must not rewrite the archive"
     info = await dffml_archive.inspect(moved)
@@ -479,7 +331,7 @@ async def test_xgboost_explicit_objective_is_kept(tmp_path):
     await dffml.train(model, *kind.train)
     info = await dffml_archive.inspect(tmp_path / "m.zip")
     assert info.manifest.model["config"]["objective"] == "binary:hinge"
-    kind.check(kind.test, [p["Y"]["value"] for p in await api_predictions(model, kind.test)])
+    kind.check(kind.test, [p["Y"]["value"] for p in await predictions_of(model, kind.test)])
 
 
 async def test_xgboost_multiclass_objective_on_two_classes_says_what_to_pass(tmp_path):
@@ -507,7 +359,7 @@ async def test_xgboost_retrain_chooses_the_objective_again(tmp_path):
     info = await dffml_archive.inspect(location)
     assert info.manifest.model["config"]["objective"] == "multi:softmax"
     loaded = await load_model(location)
-    values = [p["label"]["value"] for p in await api_predictions(loaded, multiclass.test)]
+    values = [p["label"]["value"] for p in await predictions_of(loaded, multiclass.test)]
     multiclass.check(multiclass.test, values)
 
 
@@ -594,7 +446,7 @@ async def test_vw_namespaces_interactions_and_continued_training(tmp_path):
     model = make_model(case, location)
     await dffml.train(model, *kind.train)
     await dffml.accuracy(model, *kind.train)
-    first = await api_predictions(model, kind.test)
+    first = await predictions_of(model, kind.test)
     kind.check(kind.test, [p["label"]["value"] for p in first])
     working = tmp_path / "unpacked"
     await dffml_archive.extract(location, working)
@@ -607,7 +459,7 @@ async def test_vw_namespaces_interactions_and_continued_training(tmp_path):
     with pytest.raises(ValueError, match=r"\[7\] too"):
         await dffml.train(model, {"a": 1.0, "b": 1.0, "label": 7})
     loaded = await load_model(location)
-    kind.check(kind.test, [p["label"]["value"] for p in await api_predictions(loaded, kind.test)])
+    kind.check(kind.test, [p["label"]["value"] for p in await predictions_of(loaded, kind.test)])
 
 
 async def test_vw_noconvert_and_string_features(tmp_path):
@@ -621,7 +473,7 @@ async def test_vw_noconvert_and_string_features(tmp_path):
     )
     await dffml.train(model, *rows)
     assert await dffml.accuracy(model, *rows) > 0.9
-    (prediction,) = await api_predictions(model, [{"text": "| size:4.0 red"}])
+    (prediction,) = await predictions_of(model, [{"text": "| size:4.0 red"}])
     assert abs(prediction["y"]["value"] - 11.0) < 2.0
 
 
@@ -630,7 +482,7 @@ async def test_vw_predict_before_training_says_train_first(tmp_path):
 
     model = make_model(CASES[3], tmp_path / "m")  # a plain directory
     with pytest.raises(ModelNotTrained):
-        await api_predictions(model, KINDS["regression"].test)
+        await predictions_of(model, KINDS["regression"].test)
 
 
 # -- 5. auto-sklearn -------------------------------------------------------------
@@ -659,10 +511,6 @@ EXAMPLE_ARCHIVES = {
 BACKEND_PAGES = ("xgboost", "vowpalwabbit", "daal4py", "autosklearn")
 
 
-def _normalized(text: str) -> str:
-    return re.sub(r'"last_updated": "[^"]*"', '"last_updated": "<time>"', text)
-
-
 def test_every_example_of_these_backends_is_known():
     found = sorted(
         path.name
@@ -675,23 +523,13 @@ def test_every_example_of_these_backends_is_known():
 
 @pytest.mark.parametrize("name", sorted(EXAMPLE_ARCHIVES))
 def test_example_prints_its_documented_output(name, tmp_path):
-    script = EXAMPLES / name
-    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
-    command = (["bash", "-euo", "pipefail", str(script)] if script.suffix == ".sh"
-               else [sys.executable, str(script)])
-    result = subprocess.run(command, cwd=str(tmp_path), env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, universal_newlines=True, timeout=TIMEOUT)
-    assert result.returncode == 0, f"{name}: {result.stdout}\n{result.stderr[-6000:]}"
-    assert _normalized(result.stdout) == _normalized(script.with_suffix(".out").read_text())
-    for relative, entrypoint in EXAMPLE_ARCHIVES[name].items():
-        info = asyncio.run(dffml_archive.inspect(tmp_path / relative))
-        assert info.manifest.model["entrypoint"] == entrypoint
+    check_example_prints_its_output_and_leaves_its_archives(
+        name, tmp_path, EXAMPLE_ARCHIVES[name], without_timestamps, timeout=TIMEOUT)
 
 
 @pytest.mark.parametrize("backend", BACKEND_PAGES)
 def test_each_page_includes_its_examples_and_outputs(backend):
-    page = ROOT / "docs" / "models" / f"{backend}.rst"
-    included = set(re.findall(r"^\.\. literalinclude::\s*examples/(\S+)\s*$", page.read_text(), re.M))
+    included = examples_included_by_page(backend)
     expected = set()
     for name in EXAMPLE_ARCHIVES:
         if name.startswith(f"{backend}_"):

@@ -22,137 +22,45 @@ backend in every format.
 """
 import asyncio
 import concurrent.futures
-import csv
 import dataclasses
 import json
 import math
 import os
 import pathlib
 import shutil
-import subprocess
-import sys
-from typing import Callable, Dict, List, Optional
+from typing import Dict, List
 
 import pkg_resources
 import pytest
 
 import dffml
-from dffml import Feature, Features, Model
+from dffml import Model
 
 import dffml_archive
 from dffml_archive import _formats
 from dffml_archive.model import archive_label
+
+from _e2e_helpers import (
+    TABULAR_KINDS,
+    check_stored_model,
+    create_predict_dataflow_with_the_cli,
+    dffml_cli,
+    keyed_predictions,
+    parse_records,
+    predict_through_the_dataflow_operation,
+    run_dataflow_on_one_record_with_the_cli,
+    same,
+    tree,
+    write_csv,
+)
 
 #: One extension per archive format (the first, canonical one of each).
 FORMATS = (".zip", ".tar", ".tar.gz", ".tar.bz2", ".tar.xz", ".tar.zst")
 FORMAT_NAMES = {".zip": "zip", ".tar": "tar", ".tar.gz": "tar.gz",
                 ".tar.bz2": "tar.bz2", ".tar.xz": "tar.xz", ".tar.zst": "tar.zst"}
 
-#: The ``dffml`` console script of the environment running the tests.
-DFFML = str(pathlib.Path(sys.executable).with_name("dffml"))
-CLI_TIMEOUT = 300
 
-
-# -- data ----------------------------------------------------------------------
-
-
-@dataclasses.dataclass(frozen=True)
-class Kind:
-    """A small data set of one kind and what a sane model predicts on it."""
-
-    name: str
-    features: List[str]  # "name:dtype:length", as on the command line
-    predict: Optional[str]  # None: the model's own default (clusterers)
-    train: List[dict]
-    test: List[dict]
-    #: check(test rows, predicted values) -> None, raising AssertionError
-    check: Callable
-
-    def feature_objects(self) -> Features:
-        return Features(*[Feature(spec) for spec in self.features])
-
-    def predict_object(self) -> Optional[Feature]:
-        return Feature(self.predict) if self.predict else None
-
-    @property
-    def target(self) -> str:
-        return self.predict.split(":")[0] if self.predict else "cluster"
-
-
-def _check_regression(rows, values):
-    # y = 2x + 1 (+-0.25 noise) for x in 0..19; trees cannot extrapolate, so
-    # only points inside the training range are judged.
-    for row, value in zip(rows, values):
-        if 0 <= row["x"] <= 19:
-            assert abs(value - (2 * row["x"] + 1)) <= 3.0, (row, value)
-
-
-def _check_labels(expected):
-    def check(rows, values):
-        assert list(values) == expected, (rows, values)
-
-    return check
-
-
-def _check_two_blobs(rows, values):
-    # The test rows are the training rows: 8 around (1, 1) then 8 around (5, 1).
-    first, second = values[:8], values[8:]
-    assert len(set(first)) == 1 and len(set(second)) == 1, values
-    assert first[0] != second[0], values
-
-
-_OFFSETS = [(0.0, 0.0), (0.3, 0.1), (-0.2, 0.3), (0.1, -0.3),
-            (-0.3, -0.2), (0.2, 0.35), (0.4, -0.1), (-0.1, 0.2)]
-_CENTRES = [(1.0, 1.0), (5.0, 1.0), (3.0, 5.0)]
-_BLOBS = [
-    {"a": round(cx + dx, 2), "b": round(cy + dy, 2), "label": label}
-    for label, (cx, cy) in enumerate(_CENTRES)
-    for dx, dy in _OFFSETS
-]
-# Mostly small values with a few outliers, the outliers spread so that the
-# anomaly detector's validation split (the last 20 %) holds one.
-_ANOMALY_VALUES = [0.65, 0.24, 0.93, 0.87, 0.23, 7.0, 0.86, 0.45, 0.55, 0.29, 5.0,
-                   0.51, 0.88, 0.24, 0.51, 0.17, 9.0, 0.37, 0.23, 0.44, 0.62, 3.0, 0.87]
-
-KINDS: Dict[str, Kind] = {
-    kind.name: kind
-    for kind in (
-        Kind(
-            "regression",
-            ["x:float:1"],
-            "y:float:1",
-            [{"x": float(x), "y": 2.0 * x + 1 + (0.25 if x % 2 else -0.25)} for x in range(20)],
-            [{"x": 2.5}, {"x": 13.0}, {"x": 30.0}],
-            _check_regression,
-        ),
-        Kind(
-            "binary",
-            ["A:float:1"],
-            "Y:int:1",
-            [{"A": value, "Y": int(value > 2)} for value in _ANOMALY_VALUES],
-            [{"A": 0.45}, {"A": 8.0}, {"A": 0.6}, {"A": 4.0}],
-            _check_labels([0, 1, 0, 1]),
-        ),
-        Kind(
-            "multiclass",
-            ["a:float:1", "b:float:1"],
-            "label:int:1",
-            _BLOBS,
-            [{"a": 1.1, "b": 0.9}, {"a": 5.2, "b": 1.1}, {"a": 2.9, "b": 4.8}],
-            _check_labels([0, 1, 2]),
-        ),
-        Kind(
-            "clustering",
-            ["a:float:1", "b:float:1"],
-            None,
-            [{"a": row["a"], "b": row["b"]} for row in _BLOBS if row["label"] < 2],
-            # Transductive clusterers (scikitac, scikitsc, scikitoptics) can
-            # only label their training data: predict on exactly that.
-            [{"a": row["a"], "b": row["b"]} for row in _BLOBS if row["label"] < 2],
-            _check_two_blobs,
-        ),
-    )
-}
+KINDS = TABULAR_KINDS
 
 
 # -- backends ------------------------------------------------------------------
@@ -242,33 +150,6 @@ def backend(name: str) -> Backend:
 # -- helpers -------------------------------------------------------------------
 
 
-def write_csv(path: pathlib.Path, rows: List[dict]) -> pathlib.Path:
-    fieldnames = list(dict.fromkeys(key for row in rows for key in row))
-    with open(path, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=fieldnames)
-        writer.writeheader()
-        writer.writerows(rows)
-    return path
-
-
-def dffml_cli(*args, cwd) -> subprocess.CompletedProcess:
-    """Run the real ``dffml`` console script; fail with its stderr if it fails."""
-    result = subprocess.run(
-        [DFFML, *map(str, args)],
-        cwd=str(cwd),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        universal_newlines=True,
-        timeout=CLI_TIMEOUT,
-    )
-    if result.returncode != 0:
-        pytest.fail(
-            f"dffml {' '.join(map(str, args))} exited {result.returncode}\n"
-            f"--- stdout\n{result.stdout}\n--- stderr\n{result.stderr[-6000:]}"
-        )
-    return result
-
-
 def model_options(spec: Backend) -> List[str]:
     kind = KINDS[spec.kind]
     options = ["-model-features", *kind.features]
@@ -277,31 +158,6 @@ def model_options(spec: Backend) -> List[str]:
     for name, value in spec.options.items():
         options += [f"-model-{name}", str(value)]
     return options
-
-
-def _nan_safe(value):
-    """JSON value with every float NaN replaced by a marker, so NaN == NaN."""
-    if isinstance(value, float) and math.isnan(value):
-        return "<NaN>"
-    if isinstance(value, dict):
-        return {key: _nan_safe(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_nan_safe(item) for item in value]
-    return value
-
-
-def parse_records(stdout: str) -> list:
-    """``dffml predict all`` output without ``last_updated`` (Python's json
-    reads the bare NaN that dffml prints)."""
-    records = json.loads(stdout)
-    assert isinstance(records, list) and records, stdout
-    for record in records:
-        record.pop("last_updated", None)
-    return records
-
-
-def same(left, right) -> bool:
-    return _nan_safe(left) == _nan_safe(right)
 
 
 async def manifest_model_async(archive: pathlib.Path):
@@ -322,10 +178,6 @@ def check_confidences(name, records_predictions, accuracy: float):
         assert math.isclose(confidence, accuracy, rel_tol=1e-9, abs_tol=1e-12), (
             f"{name}: confidence {confidence} != accuracy {accuracy}"
         )
-
-
-def tree(root: pathlib.Path) -> List[str]:
-    return sorted(path.relative_to(root).as_posix() for path in root.rglob("*"))
 
 
 # -- the helpers the comparisons rely on ----------------------------------------
@@ -420,28 +272,6 @@ def test_format_list_is_every_format():
 # pytest plugin), and each test asserts on its own case's results.
 
 
-class CLICaseFailed(Exception):
-    pass
-
-
-def _cli(*args, cwd, env) -> str:
-    result = subprocess.run(
-        [DFFML, *map(str, args)],
-        cwd=str(cwd),
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        universal_newlines=True,
-        timeout=CLI_TIMEOUT,
-    )
-    if result.returncode != 0:
-        raise CLICaseFailed(
-            f"dffml {' '.join(map(str, args))} exited {result.returncode}\n"
-            f"--- stdout\n{result.stdout}\n--- stderr\n{result.stderr[-6000:]}"
-        )
-    return result.stdout
-
-
 def run_cli_case(name: str, ext: str, root: pathlib.Path) -> dict:
     """Train, assess and predict through the CLI, move the archive and predict
     again from a new process giving only ``-model`` and ``-model-location``."""
@@ -458,11 +288,13 @@ def run_cli_case(name: str, ext: str, root: pathlib.Path) -> dict:
     sources = ["-sources", "f=csv", "-source-filename"]
     found = {"root": root}
 
-    _cli("train", *common, *sources, "train.csv", cwd=work, env=env)
+    dffml_cli("train", *common, *sources, "train.csv", cwd=work, env=env)
     found["after_train"] = tree(work / "first")
-    found["accuracy"] = json.loads(_cli("accuracy", *common, *sources, "train.csv", cwd=work, env=env))
+    found["accuracy"] = json.loads(
+        dffml_cli("accuracy", *common, *sources, "train.csv", cwd=work, env=env).stdout
+    )
     found["before"] = parse_records(
-        _cli("predict", "all", *common, *sources, "predict.csv", cwd=work, env=env)
+        dffml_cli("predict", "all", *common, *sources, "predict.csv", cwd=work, env=env).stdout
     )
     archive = work / location
     found["info"] = asyncio.run(dffml_archive.inspect(archive))
@@ -474,8 +306,8 @@ def run_cli_case(name: str, ext: str, root: pathlib.Path) -> dict:
     found["moved"] = moved
     found["moved_bytes"] = moved.read_bytes()
     found["after"] = parse_records(
-        _cli("predict", "all", "-model", label, "-model-location", moved,
-             *sources, work / "predict.csv", cwd=elsewhere, env=env)
+        dffml_cli("predict", "all", "-model", label, "-model-location", moved,
+                  *sources, work / "predict.csv", cwd=elsewhere, env=env).stdout
     )
     found["elsewhere"] = tree(elsewhere)
     return found
@@ -516,18 +348,14 @@ def _cli_case_list():
 @pytest.mark.parametrize("name,ext", _cli_case_list())
 def test_cli_train_accuracy_predict_then_move(name, ext, cli_cases):
     found = cli_cases[(name, ext)]
-    if isinstance(found, CLICaseFailed):
-        pytest.fail(str(found))
     if isinstance(found, BaseException):
         raise found
     kind = KINDS[backend(name).kind]
-    label = archive_label(name)
 
     assert found["after_train"] == [f"model{ext}"], "train creates the archive file only"
     info = found["info"]
     assert info.format == FORMAT_NAMES[ext]
-    assert info.manifest.model["entrypoint"] == label
-    assert info.manifest.model["upstream"] == name
+    check_stored_model(info.manifest.model, name)
 
     before, after = found["before"], found["after"]
     assert same(after, before), f"{name}{ext}: predictions changed after the move"
@@ -554,10 +382,6 @@ def make_model(name: str, location: pathlib.Path, **overrides):
     return Model.load(archive_label(name))(**options)
 
 
-async def predictions(model, rows) -> list:
-    return [(key, prediction) async for key, _features, prediction in dffml.predict(model, *rows)]
-
-
 @pytest.mark.parametrize("ext", FORMATS)
 @pytest.mark.parametrize("name", UPSTREAM)
 async def test_api_train_accuracy_predict_then_move(name, ext, tmp_path):
@@ -570,7 +394,7 @@ async def test_api_train_accuracy_predict_then_move(name, ext, tmp_path):
     await dffml.train(model, *kind.train)
     assert location.is_file()
     accuracy = await dffml.accuracy(model, *kind.train)
-    before = await predictions(model, kind.test)
+    before = await keyed_predictions(model, kind.test)
 
     moved = tmp_path / "second" / f"other{ext}"
     moved.parent.mkdir()
@@ -579,7 +403,7 @@ async def test_api_train_accuracy_predict_then_move(name, ext, tmp_path):
 
     loaded = await dffml_archive.load_model(moved)  # no backend, features or options given
     assert type(loaded) is type(model)
-    after = await predictions(loaded, kind.test)
+    after = await keyed_predictions(loaded, kind.test)
 
     assert same(after, before), f"{name}{ext}: predictions changed after the move"
     check_confidences(name, [prediction[kind.target] for _key, prediction in before], accuracy)
@@ -588,14 +412,7 @@ async def test_api_train_accuracy_predict_then_move(name, ext, tmp_path):
 
     info = await manifest_model_async(moved)
     assert info.format == FORMAT_NAMES[ext]
-    stored = info.manifest.model
-    assert stored["entrypoint"] == archive_label(name) and stored["upstream"] == name
-    for option, value in spec.options.items():
-        assert stored["config"][option] == value, option
-    # Stored as a list, in the order given (the backend's column order).
-    assert [feature["name"] for feature in stored["config"]["features"]] == [
-        spec.split(":")[0] for spec in kind.features
-    ]
+    check_stored_model(info.manifest.model, name, spec.options, kind.features)
 
 
 # -- 3. dataflows: dffml.model.predict with an archive-located model -----------
@@ -612,7 +429,7 @@ async def _train_and_move(name, tmp_path) -> tuple:
     model = make_model(name, location)
     await dffml.train(model, *kind.train)
     await dffml.accuracy(model, *kind.train)
-    expected = await predictions(model, kind.test)
+    expected = await keyed_predictions(model, kind.test)
     moved = tmp_path / "flow" / "model.tar.gz"
     moved.parent.mkdir()
     shutil.move(str(location), str(moved))
@@ -621,8 +438,6 @@ async def _train_and_move(name, tmp_path) -> tuple:
 
 @pytest.mark.parametrize("name", DATAFLOW_BACKENDS)
 async def test_dataflow_model_predict_in_python(name, tmp_path):
-    from dffml import DataFlow, GetSingle, Input, ModelPredictConfig, model_predict
-
     kind = KINDS[backend(name).kind]
     moved, expected = await _train_and_move(name, tmp_path)
 
@@ -630,24 +445,7 @@ async def test_dataflow_model_predict_in_python(name, tmp_path):
         await dffml_archive.load_model(moved),  # everything from the manifest
         Model.load(archive_label(name))(location=moved),  # entry point + location only
     ):
-        dataflow = DataFlow(
-            operations={"predict": model_predict, "get_single": GetSingle},
-            configs={"predict": ModelPredictConfig(model=model)},
-        )
-        dataflow.seed.append(
-            Input(
-                value=[model_predict.op.outputs["prediction"].name],
-                definition=GetSingle.op.inputs["spec"],
-            )
-        )
-        inputs = {
-            str(index): [Input(value=row, definition=model_predict.op.inputs["features"])]
-            for index, row in enumerate(kind.test)
-        }
-        results = {}
-        async for ctx, result in dffml.run(dataflow, inputs):
-            results[(await ctx.handle()).as_string()] = result["model_predictions"]
-        got = [results[str(index)] for index in range(len(kind.test))]
+        got = await predict_through_the_dataflow_operation(model, kind.test)
         assert same(got, expected), (got, expected)
     check_confidences(name, [prediction[kind.target] for prediction in expected],
                       expected[0][kind.target]["confidence"])
@@ -658,30 +456,13 @@ async def test_dataflow_model_predict_through_the_cli(name, tmp_path):
     kind = KINDS[backend(name).kind]
     moved, expected = await _train_and_move(name, tmp_path)
     work = moved.parent
-    created = await asyncio.get_running_loop().run_in_executor(
-        None,
-        lambda: dffml_cli(
-            "dataflow", "create", "predict=dffml.model.predict", "get_single",
-            "-inputs", '["model_predictions"]=get_single_spec',
-            "-config", f"{archive_label(name)}=predict.model.plugin",
-            f"{moved}=predict.model.config.location",
-            cwd=work,
-        ),
-    )
-    flow = json.loads(created.stdout)
-    assert flow["configs"]["predict"]["model"] == {
-        "plugin": archive_label(name), "config": {"location": str(moved)}
-    }
-    (work / "predict.json").write_text(created.stdout)
+    loop = asyncio.get_running_loop()
+    await loop.run_in_executor(None, lambda: create_predict_dataflow_with_the_cli(
+        archive_label(name), moved, work / "predict.json", cwd=work))
     archive_bytes = moved.read_bytes()
     # One process per record: two records are enough here.
     for row, want in list(zip(kind.test, expected))[:2]:
-        ran = await asyncio.get_running_loop().run_in_executor(
-            None,
-            lambda: dffml_cli(
-                "dataflow", "run", "single", "-dataflow", "predict.json",
-                "-inputs", f"{json.dumps(row)}=record_features", cwd=work,
-            ),
-        )
-        assert same(json.loads(ran.stdout), [{"model_predictions": want}]), ran.stdout
+        ran = await loop.run_in_executor(None, lambda: run_dataflow_on_one_record_with_the_cli(
+            "predict.json", row, cwd=work))
+        assert same(ran, [{"model_predictions": want}]), ran
     assert moved.read_bytes() == archive_bytes
