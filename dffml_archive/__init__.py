@@ -2,12 +2,8 @@
 
 The public surface is what this module exports; everything in a module
 whose name starts with an underscore is private."""
-from ._api import extract, inspect, pack, verify
-from ._formats import SUPPORTED_EXTENSIONS, is_archive_path
-from ._inspect import ArchiveInfo
-from ._location import WorkingCopy, archive_location
-from ._manifest import Manifest, ManifestMember
-from ._safety import Limits
+import importlib
+
 from .errors import (
     ArchiveError,
     ArchiveLimitError,
@@ -20,17 +16,42 @@ from .errors import (
 )
 from .version import __version__
 
-# The model layer imports dffml (slow): load it only when asked for, so the
-# CLI and the engine start fast.
-_MODEL_LAYER = ("archive_model", "load_model", "ArchiveModel", "BackendAdapter")
+# Exported name -> the module defining it, imported on first access.  dffml
+# imports our CLI service (and so this package) in every ``dffml`` command,
+# and the model layer needs only part of the engine: nothing is loaded until
+# something asks for it.  The model layer imports dffml (slow) too.
+_LAZY = {
+    "pack": "._api",
+    "extract": "._api",
+    "verify": "._api",
+    "inspect": "._api",
+    "SUPPORTED_EXTENSIONS": "._formats",
+    "is_archive_path": "._formats",
+    "ArchiveInfo": "._inspect",
+    "WorkingCopy": "._location",
+    "archive_location": "._location",
+    "Manifest": "._manifest",
+    "ManifestMember": "._manifest",
+    "Limits": "._safety",
+    "archive_model": ".model",
+    "load_model": ".model",
+    "ArchiveModel": ".model",
+    "BackendAdapter": ".model",
+}
 
 
 def __getattr__(name):
-    if name in _MODEL_LAYER:
-        from . import model
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'dffml_archive' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value  # later lookups skip __getattr__
+    return value
 
-        return getattr(model, name)
-    raise AttributeError(f"module 'dffml_archive' has no attribute {name!r}")
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))
+
 
 __all__ = [
     "pack",

@@ -4,14 +4,16 @@ worker at its next chunk and waits for its clean-up before re-raising."""
 import asyncio
 import contextlib
 import functools
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
-from ._extract import extract_archive, verify_archive
-from ._inspect import ArchiveInfo, inspect_archive
 from ._job import Job, ProgressCallback
-from ._manifest import Manifest
-from ._pack import pack_directory
-from ._safety import Limits
+
+# The workers are imported by the call that needs them: a process that only
+# packs (or only reads a cached extraction) never loads the readers.
+if TYPE_CHECKING:  # pragma: no cover
+    from ._inspect import ArchiveInfo
+    from ._manifest import Manifest
+    from ._safety import Limits
 
 
 async def run_job(function, *args, progress: Optional[ProgressCallback] = None, **kwargs):
@@ -41,7 +43,7 @@ async def pack(
     level: Optional[int] = None,
     progress: Optional[ProgressCallback] = None,
     caller_holds_lock: bool = False,
-) -> Manifest:
+) -> "Manifest":
     """Pack ``directory`` into ``archive`` (format from its extension).
 
     The archive is replaced atomically: until the new one is complete and
@@ -50,6 +52,7 @@ async def pack(
     event loop.  ``caller_holds_lock`` is for code already holding the
     archive's lock (an :func:`archive_location` session saving it)."""
     from ._location import refuse_inside_session
+    from ._pack import pack_directory
 
     if not caller_holds_lock:
         refuse_inside_session(archive)
@@ -68,27 +71,30 @@ async def extract(
     archive,
     destination,
     *,
-    limits: Optional[Limits] = None,
+    limits: "Optional[Limits]" = None,
     replace: bool = False,
     progress: Optional[ProgressCallback] = None,
-) -> Manifest:
+) -> "Manifest":
     """Extract ``archive`` into ``destination`` (created if missing; it must be
     empty unless ``replace``).  Every safety rule is enforced and the content
     verified against the manifest before the tree appears at ``destination``."""
+    from ._extract import extract_archive
     return await run_job(
         extract_archive, archive, destination, limits=limits, replace=replace, progress=progress
     )
 
 
 async def verify(
-    archive, *, limits: Optional[Limits] = None, progress: Optional[ProgressCallback] = None
-) -> Manifest:
+    archive, *, limits: "Optional[Limits]" = None, progress: Optional[ProgressCallback] = None
+) -> "Manifest":
     """Check every member of ``archive`` as extraction would, writing nothing.
     Raises an :class:`~dffml_archive.ArchiveError` on the first problem."""
+    from ._extract import verify_archive
     return await run_job(verify_archive, archive, limits=limits, progress=progress)
 
 
-async def inspect(archive) -> ArchiveInfo:
+async def inspect(archive) -> "ArchiveInfo":
     """Format, size and manifest of ``archive`` (contents are not checked)."""
+    from ._inspect import inspect_archive
     loop = asyncio.get_running_loop()
     return await loop.run_in_executor(None, inspect_archive, archive)
