@@ -226,8 +226,6 @@ async def _in_thread(function, *args):
 async def _enter(archive: pathlib.Path, limits) -> tuple:
     """Populate the slot's tree from the archive (or the cache); return the
     slot and the archive's manifest (None for a new archive)."""
-    from .operations import extract_for_location
-
     slot = _CacheSlot(archive, C.extract_cache_enabled())
     if not archive.exists():
         await _in_thread(slot.reset)
@@ -235,6 +233,9 @@ async def _enter(archive: pathlib.Path, limits) -> tuple:
         return slot, None
     manifest = await _in_thread(slot.valid_manifest, archive) if slot.cached else None
     if manifest is None:
+        # Imported here: a cache hit (or a new archive) needs no extractor.
+        from .operations import extract_for_location
+
         try:
             await _in_thread(slot.reset)
             manifest = await extract_for_location(archive, slot.tree, limits)
@@ -259,9 +260,9 @@ def _needs_saving(slot: _CacheSlot, copy: WorkingCopy) -> bool:
 
 
 async def _leave(slot: _CacheSlot, copy: WorkingCopy) -> None:
-    from .operations import pack_for_location
-
     if await _in_thread(_needs_saving, slot, copy):
+        from .operations import pack_for_location  # only when saving
+
         manifest = await pack_for_location(slot.tree, copy.archive, copy.model)
         copy.manifest = manifest
         if slot.cached:

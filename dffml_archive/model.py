@@ -298,7 +298,10 @@ class ArchiveModel(Model):
             for f in self.inner_fields()
         }
         versions = created_by()
-        versions[self.ADAPTER.distribution] = _distribution_version(self.ADAPTER.distribution)
+        if self.ADAPTER.distribution not in versions:  # each lookup scans sys.path
+            versions[self.ADAPTER.distribution] = _distribution_version(
+                self.ADAPTER.distribution
+            )
         return {
             "entrypoint": self.ENTRY_POINT_ORIG_LABEL,
             "upstream": self.UPSTREAM,
