@@ -13,10 +13,12 @@ import math
 import os
 import pathlib
 import re
+import shutil
 import subprocess
 import sys
 from typing import Callable, Dict, List, Optional
 
+import pkg_resources
 import pytest
 
 import dffml
@@ -147,6 +149,31 @@ def write_csv(path: pathlib.Path, rows: List[dict]) -> pathlib.Path:
 
 def tree(root: pathlib.Path) -> List[str]:
     return sorted(path.relative_to(root).as_posix() for path in root.rglob("*"))
+
+
+def move_the_archive(archive: pathlib.Path, moved: pathlib.Path) -> bytes:
+    """Move ``archive`` to ``moved`` (a new folder); return its bytes, to
+    check later that predicting from it did not rewrite it."""
+    moved.parent.mkdir(parents=True)
+    shutil.move(str(archive), str(moved))
+    return moved.read_bytes()
+
+
+# -- entry points ----------------------------------------------------------------
+
+
+def model_entry_points(distribution: str = "dffml-archive") -> dict:
+    """The ``dffml.model`` entry points of a distribution: name -> EntryPoint."""
+    return pkg_resources.get_distribution(distribution).get_entry_map("dffml.model")
+
+
+def our_models_in(modules) -> Dict[str, str]:
+    """Our model label -> its module, for our models that live in ``modules``."""
+    return {
+        label: entry.module_name
+        for label, entry in model_entry_points().items()
+        if entry.module_name in modules
+    }
 
 
 # -- the real dffml CLI ----------------------------------------------------------

@@ -46,24 +46,14 @@ import dffml_archive
 from dffml_archive.errors import ArchiveError
 from dffml_archive.model import archive_label, load_model
 
-from _e2e_helpers import (
-    CLI_TIMEOUT,
-    EXAMPLES,
-    REPO,
-    check_example_prints_its_output_and_leaves_its_archives,
-    check_stored_model,
-    create_predict_dataflow_with_the_cli,
-    dffml_cli,
-    examples_included_by_page,
-    keyed_predictions,
-    parse_records,
-    predict_through_the_dataflow_operation,
-    run_dataflow_on_one_record_with_the_cli,
-    same,
-    tree,
-    without_timestamps,
-    write_csv,
-)
+from _e2e_helpers import CLI_TIMEOUT, EXAMPLES, REPO, dffml_cli, parse_records, same, tree
+from _e2e_helpers import check_stored_model, keyed_predictions, write_csv
+from _e2e_helpers import predict_through_the_dataflow_operation
+from _e2e_helpers import create_predict_dataflow_with_the_cli
+from _e2e_helpers import run_dataflow_on_one_record_with_the_cli
+from _e2e_helpers import model_entry_points, move_the_archive, our_models_in
+from _e2e_helpers import check_example_prints_its_output_and_leaves_its_archives
+from _e2e_helpers import examples_included_by_page, without_timestamps
 
 FORMATS = (".tar.gz", ".zip")
 
@@ -541,9 +531,7 @@ def prediction_values(predictions, target) -> list:
 
 
 def ours(name: str) -> pkg_resources.EntryPoint:
-    return pkg_resources.get_distribution("dffml-archive").get_entry_map("dffml.model")[
-        archive_label(name)
-    ]
+    return model_entry_points()[archive_label(name)]
 
 
 # -- the table -----------------------------------------------------------------
@@ -556,19 +544,12 @@ def upstream_names() -> Dict[str, List[str]]:
         if distribution is None:
             names[module] = ["spacyner"]
         else:
-            names[module] = sorted(
-                pkg_resources.get_distribution(distribution).get_entry_map("dffml.model")
-            )
+            names[module] = sorted(model_entry_points(distribution))
     return names
 
 
 def test_our_entry_points_are_exactly_upstream_name_archive():
-    registered = pkg_resources.get_distribution("dffml-archive").get_entry_map("dffml.model")
-    in_our_modules = {
-        label: entry.module_name
-        for label, entry in registered.items()
-        if entry.module_name in OUR_MODULES
-    }
+    in_our_modules = our_models_in(OUR_MODULES)
     expected = {
         archive_label(name): module
         for module, names in upstream_names().items()
@@ -649,13 +630,11 @@ def test_cli_train_accuracy_predict_then_move(name, ext, data, tmp_path):
     check_stored_model(asyncio.run(dffml_archive.inspect(archive)).manifest.model, name)
 
     elsewhere = tmp_path / "elsewhere" / "deeper"
-    elsewhere.mkdir(parents=True)
     moved = elsewhere / f"renamed{ext}"
-    shutil.move(str(archive), str(moved))
+    moved_bytes = move_the_archive(archive, moved)
     shutil.rmtree(str(work))
     if root is not data:
         shutil.rmtree(str(root))
-    moved_bytes = moved.read_bytes()
     after = parse_pure_json_records(
         dffml_cli("predict", "all", "-model", label, "-model-location", moved,
                   *kind.cli_sources(data, "test"), cwd=elsewhere).stdout
@@ -692,9 +671,7 @@ async def test_api_train_accuracy_predict_then_move(name, ext, data, tmp_path):
     kind.check(test, prediction_values(before, kind.target))
 
     moved = tmp_path / "second" / f"other{ext}"
-    moved.parent.mkdir()
-    shutil.move(str(location), str(moved))
-    moved_bytes = moved.read_bytes()
+    moved_bytes = move_the_archive(location, moved)
 
     loaded = await load_model(moved)  # no backend, features or options given
     assert type(loaded) is type(model)
@@ -993,7 +970,8 @@ async def test_spacyner_confidence_and_entity_formats(tmp_path):
     # After accuracy: that F1, stored in the archive.
     score = await dffml.accuracy(model, {"sentence": "Ada Lovelace saw Japan.",
                                           "entities": [[0, 12, "PERSON"], [17, 22, "LOC"]]})
-    again = await keyed_predictions(await load_model(tmp_path / "m.tar.gz"), [{"sentence": NER_TEST[0]}])
+    loaded = await load_model(tmp_path / "m.tar.gz")
+    again = await keyed_predictions(loaded, [{"sentence": NER_TEST[0]}])
     assert again[0][1]["Tag"]["confidence"] == score
     assert again[0][1]["Tag"]["value"] == trained[0][1]["Tag"]["value"]
 

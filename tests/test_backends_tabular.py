@@ -34,11 +34,9 @@ import json
 import math
 import os
 import pathlib
-import shutil
 import subprocess
 from typing import Dict, List
 
-import pkg_resources
 import pytest
 
 import dffml
@@ -49,23 +47,14 @@ from dffml_archive import load_model
 from dffml_archive.model import archive_label
 from model_plugins import vowpalwabbit as vw
 
-from _e2e_helpers import (
-    EXAMPLES,
-    TABULAR_KINDS,
-    check_example_prints_its_output_and_leaves_its_archives,
-    check_stored_model,
-    comparable,
-    create_predict_dataflow_with_the_cli,
-    dffml_cli as shared_dffml_cli,
-    examples_included_by_page,
-    parse_records,
-    predict_through_the_dataflow_operation,
-    predictions_of,
-    run_dataflow_on_one_record_with_the_cli,
-    same,
-    without_timestamps,
-    write_csv,
-)
+from _e2e_helpers import EXAMPLES, TABULAR_KINDS, check_stored_model, comparable
+from _e2e_helpers import dffml_cli as shared_dffml_cli, parse_records, same, write_csv
+from _e2e_helpers import predictions_of, predict_through_the_dataflow_operation
+from _e2e_helpers import create_predict_dataflow_with_the_cli
+from _e2e_helpers import run_dataflow_on_one_record_with_the_cli
+from _e2e_helpers import model_entry_points, move_the_archive, our_models_in
+from _e2e_helpers import check_example_prints_its_output_and_leaves_its_archives
+from _e2e_helpers import examples_included_by_page, without_timestamps
 
 TIMEOUT = 600
 
@@ -136,8 +125,7 @@ def _upstream_models() -> Dict[str, str]:
     for module, distribution in MODULES.items():
         if distribution is None:
             continue
-        entries = pkg_resources.get_distribution(distribution).get_entry_map("dffml.model")
-        names.update({name: module for name in entries})
+        names.update({name: module for name in model_entry_points(distribution)})
     return names
 
 
@@ -146,7 +134,7 @@ def test_every_model_of_the_backends_is_wrapped_and_tested():
     assert set(upstream) == {"xgbclassifier", "xgbregressor", "vwmodel", "daal4pylr",
                              "autoclassifier", "autoregressor"}
     assert {case.model for case in CASES} == set(upstream), "a model without a CASES line"
-    ours = pkg_resources.get_distribution("dffml-archive").get_entry_map("dffml.model")
+    ours = model_entry_points()
     for name, module in upstream.items():
         label = archive_label(name)
         entry = ours[label]
@@ -155,17 +143,12 @@ def test_every_model_of_the_backends_is_wrapped_and_tested():
         assert loaded.UPSTREAM == name and loaded.ENTRY_POINT_ORIG_LABEL == label
         if name not in OUR_OWN:
             distribution = MODULES[module]
-            upstream_class = (
-                pkg_resources.get_distribution(distribution)
-                .get_entry_map("dffml.model")[name]
-                .resolve()
-            )
+            upstream_class = model_entry_points(distribution)[name].resolve()
             # The upstream class, or ours deriving from it (a fixed quirk).
             assert issubclass(loaded.INNER, upstream_class), label
         assert loaded.ADAPTER.extra == module.rsplit(".", 1)[1]
     # Nothing else of ours lives in these modules.
-    in_modules = {label for label, entry in ours.items() if entry.module_name in MODULES}
-    assert in_modules == {archive_label(name) for name in upstream}
+    assert set(our_models_in(MODULES)) == {archive_label(name) for name in upstream}
 
 
 # -- helpers -------------------------------------------------------------------
@@ -258,10 +241,8 @@ def test_cli_train_accuracy_predict_move_predict(case, ext, tmp_path):
 
     # Elsewhere, in a new process, the location alone.
     elsewhere = tmp_path / "elsewhere" / "deeper"
-    elsewhere.mkdir(parents=True)
     moved = elsewhere / f"renamed{ext}"
-    shutil.move(str(archive), str(moved))
-    moved_bytes = moved.read_bytes()
+    moved_bytes = move_the_archive(archive, moved)
     after = parse_records(
         dffml_cli("predict", "all", "-model", label, "-model-location", moved,
                   *sources, work / "predict.csv", cwd=elsewhere).stdout
@@ -303,9 +284,7 @@ async def test_api_train_accuracy_predict_move_predict(case, ext, tmp_path):
     check_predictions(case, before, accuracy)
 
     moved = tmp_path / "second" / f"other{ext}"
-    moved.parent.mkdir()
-    shutil.move(str(location), str(moved))
-    moved_bytes = moved.read_bytes()
+    moved_bytes = move_the_archive(location, moved)
 
     loaded = await load_model(moved)  # no backend, features or options given
     assert type(loaded) is type(model)

@@ -27,10 +27,8 @@ import json
 import math
 import os
 import pathlib
-import shutil
 from typing import Dict, List
 
-import pkg_resources
 import pytest
 
 import dffml
@@ -40,19 +38,11 @@ import dffml_archive
 from dffml_archive import _formats
 from dffml_archive.model import archive_label
 
-from _e2e_helpers import (
-    TABULAR_KINDS,
-    check_stored_model,
-    create_predict_dataflow_with_the_cli,
-    dffml_cli,
-    keyed_predictions,
-    parse_records,
-    predict_through_the_dataflow_operation,
-    run_dataflow_on_one_record_with_the_cli,
-    same,
-    tree,
-    write_csv,
-)
+from _e2e_helpers import TABULAR_KINDS, check_stored_model, dffml_cli, parse_records, same
+from _e2e_helpers import keyed_predictions, predict_through_the_dataflow_operation
+from _e2e_helpers import create_predict_dataflow_with_the_cli
+from _e2e_helpers import run_dataflow_on_one_record_with_the_cli
+from _e2e_helpers import model_entry_points, move_the_archive, our_models_in, tree, write_csv
 
 #: One extension per archive format (the first, canonical one of each).
 FORMATS = (".zip", ".tar", ".tar.gz", ".tar.bz2", ".tar.xz", ".tar.zst")
@@ -122,7 +112,7 @@ BACKENDS: Dict[str, Backend] = {
 
 
 def _entry_point_names(distribution: str) -> List[str]:
-    return sorted(pkg_resources.get_distribution(distribution).get_entry_map("dffml.model"))
+    return sorted(model_entry_points(distribution))
 
 
 def upstream_names() -> List[str]:
@@ -236,12 +226,8 @@ def _expected_entry_points() -> Dict[str, str]:
 
 
 def test_our_entry_points_are_exactly_upstream_name_archive():
-    ours = pkg_resources.get_distribution("dffml-archive").get_entry_map("dffml.model")
-    in_our_modules = {
-        label: entry.module_name
-        for label, entry in ours.items()
-        if entry.module_name in OUR_MODULES.values()
-    }
+    ours = model_entry_points()
+    in_our_modules = our_models_in(OUR_MODULES.values())
     # Exactly one NAME_archive per upstream NAME, in the module of its
     # distribution: a model added upstream, or a stale one of ours, fails.
     assert in_our_modules == _expected_entry_points()
@@ -300,11 +286,9 @@ def run_cli_case(name: str, ext: str, root: pathlib.Path) -> dict:
     found["info"] = asyncio.run(dffml_archive.inspect(archive))
 
     elsewhere = root / "elsewhere" / "deeper"
-    elsewhere.mkdir(parents=True)
     moved = elsewhere / f"renamed{ext}"
-    shutil.move(str(archive), str(moved))
     found["moved"] = moved
-    found["moved_bytes"] = moved.read_bytes()
+    found["moved_bytes"] = move_the_archive(archive, moved)
     found["after"] = parse_records(
         dffml_cli("predict", "all", "-model", label, "-model-location", moved,
                   *sources, work / "predict.csv", cwd=elsewhere, env=env).stdout
@@ -397,9 +381,7 @@ async def test_api_train_accuracy_predict_then_move(name, ext, tmp_path):
     before = await keyed_predictions(model, kind.test)
 
     moved = tmp_path / "second" / f"other{ext}"
-    moved.parent.mkdir()
-    shutil.move(str(location), str(moved))
-    moved_bytes = moved.read_bytes()
+    moved_bytes = move_the_archive(location, moved)
 
     loaded = await dffml_archive.load_model(moved)  # no backend, features or options given
     assert type(loaded) is type(model)
@@ -431,8 +413,7 @@ async def _train_and_move(name, tmp_path) -> tuple:
     await dffml.accuracy(model, *kind.train)
     expected = await keyed_predictions(model, kind.test)
     moved = tmp_path / "flow" / "model.tar.gz"
-    moved.parent.mkdir()
-    shutil.move(str(location), str(moved))
+    move_the_archive(location, moved)
     return moved, [prediction for _key, prediction in expected]
 
 
