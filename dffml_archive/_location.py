@@ -190,12 +190,12 @@ def _umask() -> int:
     return mask
 
 
-def _tree_differs(tree: pathlib.Path, state: dict, manifest: Manifest) -> bool:
-    """Compare the working tree with the archive's content: cheap stats first,
-    hashes only for files whose stats moved (or were racy)."""
+def _tree_differs(tree: pathlib.Path, state: dict, manifest: Manifest, now: dict) -> bool:
+    """Compare the working tree (``now``, its snapshot) with the archive's
+    content: cheap stats first, hashes only for files whose stats moved (or
+    were racy)."""
     state_tree = state.get("tree", {})
     racy = set(_racy_files(state)) if state_tree else set()
-    now = _snapshot(tree)
     umask = _umask()
     listed = manifest.by_path()
     if set(now) != set(listed):
@@ -256,7 +256,15 @@ def _needs_saving(slot: _CacheSlot, copy: WorkingCopy) -> bool:
     if _normalized_json(copy.model) != _normalized_json(copy.manifest.model):
         return True
     state = (slot.load_state() if slot.cached else None) or {}
-    return _tree_differs(slot.tree, state, copy.manifest)
+    now = _snapshot(slot.tree)
+    if _tree_differs(slot.tree, state, copy.manifest, now):
+        return True
+    if slot.cached and (now != state.get("tree") or any(_racy_files(state))):
+        # Same content under new stats (slr, for one, rewrites its file on
+        # every exit): record them, or the next session would find the cache
+        # stale and extract and verify the whole archive again.
+        slot.save_state(copy.archive, copy.manifest)
+    return False
 
 
 async def _leave(slot: _CacheSlot, copy: WorkingCopy) -> None:

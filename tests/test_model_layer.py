@@ -604,6 +604,26 @@ async def test_nested_model_and_context_enters(work, backend):
     assert values(await predictions(await load_model(location))) == pytest.approx([6.0, 41.0])
 
 
+async def test_repeated_predictions_reuse_the_extraction_cache(work, trained_slr, monkeypatch):
+    # slr rewrites its state file (same bytes) on every exit: that must not
+    # leave the cache looking stale, or every other session re-extracts.
+    import dffml_archive.operations
+
+    extracted = []
+    real = dffml_archive.operations.extract_for_location
+
+    async def counting(*args, **kwargs):
+        extracted.append(args[0])
+        return await real(*args, **kwargs)
+
+    monkeypatch.setattr(dffml_archive.operations, "extract_for_location", counting)
+    before = stat_identity(trained_slr)
+    for _ in range(3):
+        assert values(await predictions(slr(trained_slr))) == pytest.approx([6.0, 41.0])
+    assert extracted == []
+    assert stat_identity(trained_slr) == before, "predicting never repacks"
+
+
 # -- the manifest ------------------------------------------------------------------------------
 
 
