@@ -17,6 +17,7 @@ import importlib.util
 import os
 import pathlib
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -81,20 +82,27 @@ def main(argv=None) -> int:
             "archive (slr_archive, .tar.gz)": ("slr_archive", "-model-location", "model.tar.gz"),
         }
         best = {name: float("inf") for name in sides}
+        paired = []
         for _ in range(args.repeat):
+            this_round = []
             for name, (model, flag, location) in sides.items():
                 target = work / location
                 if target.is_dir():
                     shutil.rmtree(target)
                 elif target.exists():
                     target.unlink()
-                best[name] = min(best[name], _one_round(work, model, flag, location))
+                this_round.append(_one_round(work, model, flag, location))
+                best[name] = min(best[name], this_round[-1])
+            paired.append(this_round[1] / this_round[0])
         for name, seconds in best.items():
             print(f"{name:40} best of {args.repeat}: {seconds:.3f} s")
         directory, archive = best.values()
         ratio = archive / directory
         verdict = "PASS" if ratio <= TARGET else "FAIL"
         print(f"{verdict}  archive/directory overhead {ratio:.3f}  (target <= {TARGET})")
+        # Informational: a second view of the noise (the verdict is best-of).
+        print(f"(median of the {args.repeat} back-to-back round ratios: "
+              f"{statistics.median(paired):.3f})")
         print(f"(load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs; "
               f"our packages byte-compiled: {compiled})")
         return 0
