@@ -129,7 +129,7 @@ def _hash_small_file(entry: _SourceEntry, job: Job, archive, for_zip: bool) -> N
 def _hash_file(entry: _SourceEntry, buffer, job: Job, archive, for_zip: bool) -> None:
     digest = hashlib.sha256()
     view = memoryview(buffer)
-    with open(entry.path, "rb") as handle:
+    with _open_source(entry, archive) as handle:
         count = handle.readinto(buffer)
         if for_zip:
             entry.deflate = worth_deflating(view[:count])
@@ -141,6 +141,18 @@ def _hash_file(entry: _SourceEntry, buffer, job: Job, archive, for_zip: bool) ->
     after = os.stat(entry.path)
     if (after.st_size, after.st_mtime_ns) != (entry.size, entry.mtime_ns):
         raise _changed(archive, entry)
+
+
+def _no_follow(path, flags):
+    return os.open(path, flags | getattr(os, "O_NOFOLLOW", 0))
+
+
+def _open_source(entry: _SourceEntry, archive):
+    """The file the scan saw, never a link that replaced it since."""
+    try:
+        return open(entry.path, "rb", opener=_no_follow)
+    except OSError as error:
+        raise _unreadable(archive, entry, error) from None
 
 
 def _unreadable(archive, entry, error):
@@ -166,7 +178,7 @@ def _copy_file(entry: _SourceEntry, write, buffer, job: Job, archive) -> None:
         return
     remaining = entry.size
     view = memoryview(buffer)
-    with open(entry.path, "rb") as handle:
+    with _open_source(entry, archive) as handle:
         while remaining:
             count = handle.readinto(buffer)
             if not count:

@@ -213,3 +213,22 @@ def test_zip_writer_zip64_large_member_matches_zipfile(tmp_path):
     with zipfile.ZipFile(tmp_path / "ours.zip") as bundle:
         assert bundle.getinfo("huge.bin").file_size == zipfile.ZIP64_LIMIT + (64 << 20)
         assert bundle.read("after.txt") == b"a member after the big one"
+
+
+@pytest.mark.parametrize("size", [10, _pack.KEEP_FILE_BYTES + 1])  # read at once / streamed
+def test_a_file_swapped_for_a_link_after_the_scan_is_refused(tmp_path, size):
+    import os
+
+    from dffml_archive import _job
+    from dffml_archive.errors import ArchiveSourceError
+
+    source = tmp_path / "model"
+    source.mkdir()
+    (source / "weights.bin").write_bytes(b"x" * size)
+    (tmp_path / "secret").write_text("not part of the model")
+    archive = tmp_path / "a.tar"
+    entries = _pack._scan(str(source), archive)
+    os.unlink(source / "weights.bin")
+    os.symlink(tmp_path / "secret", source / "weights.bin")
+    with pytest.raises(ArchiveSourceError, match="weights.bin"):
+        _pack._hash_files(entries, _job.Job(), archive, for_zip=False)
