@@ -4,12 +4,16 @@ worker at its next chunk and waits for its clean-up before re-raising."""
 import asyncio
 import contextlib
 import functools
+import importlib
+import sys
 from typing import TYPE_CHECKING, Optional
 
 from ._job import Job, ProgressCallback
 
 # The workers are imported by the call that needs them: a process that only
 # packs (or only reads a cached extraction) never loads the readers.
+# They are imported in the worker thread: importing (compiling) modules on
+# the event loop's thread stalls it for tens of milliseconds.
 if TYPE_CHECKING:  # pragma: no cover
     from ._inspect import ArchiveInfo
     from ._manifest import Manifest
@@ -35,6 +39,15 @@ async def run_job(function, *args, progress: Optional[ProgressCallback] = None, 
         raise
 
 
+def _engine(module: str, name: str):
+    """``module.name``, imported when called (in the worker thread)."""
+
+    def call(*args, **kwargs):
+        return getattr(importlib.import_module(module, __package__), name)(*args, **kwargs)
+
+    return call
+
+
 async def pack(
     directory,
     archive,
@@ -51,13 +64,13 @@ async def pack(
     the manifest.  ``progress(done_bytes, total_bytes)`` is called on the
     event loop.  ``caller_holds_lock`` is for code already holding the
     archive's lock (an :func:`archive_location` session saving it)."""
-    from ._location import refuse_inside_session
-    from ._pack import pack_directory
-
-    if not caller_holds_lock:
-        refuse_inside_session(archive)
+    # No archive_location session can be open if its module was never
+    # loaded (and loading it here would stall the loop).
+    location = sys.modules.get(f"{__package__}._location")
+    if location is not None and not caller_holds_lock:
+        location.refuse_inside_session(archive)
     return await run_job(
-        pack_directory,
+        _engine("._pack", "pack_directory"),
         directory,
         archive,
         model=model,
@@ -78,9 +91,8 @@ async def extract(
     """Extract ``archive`` into ``destination`` (created if missing; it must be
     empty unless ``replace``).  Every safety rule is enforced and the content
     verified against the manifest before the tree appears at ``destination``."""
-    from ._extract import extract_archive
     return await run_job(
-        extract_archive, archive, destination, limits=limits, replace=replace, progress=progress
+        _engine("._extract", "extract_archive"), archive, destination, limits=limits, replace=replace, progress=progress
     )
 
 
@@ -89,12 +101,10 @@ async def verify(
 ) -> "Manifest":
     """Check every member of ``archive`` as extraction would, writing nothing.
     Raises an :class:`~dffml_archive.ArchiveError` on the first problem."""
-    from ._extract import verify_archive
-    return await run_job(verify_archive, archive, limits=limits, progress=progress)
+    return await run_job(_engine("._extract", "verify_archive"), archive, limits=limits, progress=progress)
 
 
 async def inspect(archive) -> "ArchiveInfo":
     """Format, size and manifest of ``archive`` (contents are not checked)."""
-    from ._inspect import inspect_archive
     loop = asyncio.get_running_loop()
-    return await loop.run_in_executor(None, inspect_archive, archive)
+    return await loop.run_in_executor(None, _engine("._inspect", "inspect_archive"), archive)

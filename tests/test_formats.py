@@ -290,3 +290,48 @@ async def test_event_loop_stays_responsive(fmt, tmp_path):
     )
     assert longest < 0.2, f"extract blocked the loop for {longest * 1000:.0f} ms ({seconds:.1f}s run)"
     assert (tmp_path / "out" / "part4.txt").stat().st_size == 20 << 20
+
+
+class _ScriptedStream:
+    """Returns ``blocks`` one per read, then raises ``error`` (or ends)."""
+
+    def __init__(self, blocks, error=None, endless=False):
+        self.blocks, self.error, self.endless, self.closed = list(blocks), error, endless, False
+
+    def read(self, size):
+        if self.endless:
+            return b"x" * size
+        if self.blocks:
+            return self.blocks.pop(0)
+        if self.error is not None:
+            raise self.error
+        return b""
+
+    def close(self):
+        self.closed = True
+
+
+def test_read_ahead_gives_the_stream_then_its_error_in_order():
+    from dffml_archive._formats import _ReadAhead
+
+    reader = _ReadAhead(_ScriptedStream([b"abc", b"defg"], EOFError("cut")), block_size=4, depth=1)
+    view = bytearray(2)
+    assert reader.readinto(view) == 2 and view == b"ab"
+    assert reader.read(10) == b"c"  # short reads, as codec streams give
+    assert reader.read(10) == b"defg"
+    with pytest.raises(EOFError, match="cut"):
+        reader.read(1)
+    reader.close()
+    reader = _ReadAhead(_ScriptedStream([b"abc"]), block_size=4)
+    assert reader.read(-1) == b"abc" and reader.read(5) == b"" and reader.readinto(view) == 0
+    reader.close()
+
+
+def test_read_ahead_closes_while_its_thread_waits_on_a_full_queue():
+    from dffml_archive._formats import _ReadAhead
+
+    stream = _ScriptedStream([], endless=True)
+    reader = _ReadAhead(stream, block_size=1 << 10, depth=2)
+    assert reader.read(3) == b"xxx"
+    reader.close()  # must not hang: the thread sees the close and stops
+    assert stream.closed and not reader._thread.is_alive()
