@@ -66,12 +66,14 @@ class Manifest:
     verified: bool = dataclasses.field(default=True, compare=False, repr=False)
 
     def to_json(self) -> dict:
+        return {**self._header_json(), "members": [member.to_json() for member in self.members]}
+
+    def _header_json(self) -> dict:
         return {
             "format": C.MANIFEST_FORMAT,
             "version": self.version,
             "created_by": self.created_by,
             "model": self.model,
-            "members": [member.to_json() for member in self.members],
         }
 
     def to_bytes(self) -> bytes:
@@ -80,10 +82,8 @@ class Manifest:
         the member list encoded one member at a time: one json.dumps call
         over thousands of members holds the GIL (stalls the event loop)
         for tens of milliseconds."""
-        document = self.to_json()
-        del document["members"]
         try:
-            text = _dumps(document)
+            text = _dumps(self._header_json())
         except ValueError as error:
             raise ValueError(
                 f"model information for the manifest is not strict JSON: {error}"
