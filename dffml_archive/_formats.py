@@ -77,12 +77,8 @@ def _gzip_writer(raw, level):
 def _gzip_reader(raw):
     igzip = _isal_igzip()
     if igzip is not None:
-        from isal import igzip_threaded
-
-        # Decompresses in a background thread, overlapping with our hashing
-        # and writing on the other core.
-        return igzip_threaded.open(raw, "rb", threads=1, block_size=4 << 20)
-    return gzip.GzipFile(fileobj=raw, mode="rb")
+        return _ReadAhead(igzip.IGzipFile(fileobj=raw, mode="rb"))
+    return _ReadAhead(gzip.GzipFile(fileobj=raw, mode="rb"))
 
 
 def raw_deflate_compressor(level=None):
@@ -232,6 +228,7 @@ class _ReadAhead:
         self._thread.start()
 
     def _decompress(self):
+        _yield_to_the_application()
         try:
             while not self._closing.is_set():
                 block = self._stream.read(self._block_size)
@@ -279,6 +276,22 @@ class _ReadAhead:
         self._closing.set()
         self._thread.join()
         self._stream.close()
+
+
+#: How much lower than its process the read-ahead thread runs (nice steps).
+READ_AHEAD_NICENESS = 5
+
+
+def _yield_to_the_application():
+    """Run this thread at a lower priority (Linux: nice is per thread): with
+    every core busy, the application's threads, an event loop above all,
+    get the CPU first, and decompression takes what they leave."""
+    try:
+        thread = threading.get_native_id()
+        nice = os.getpriority(os.PRIO_PROCESS, thread)
+        os.setpriority(os.PRIO_PROCESS, thread, min(19, nice + READ_AHEAD_NICENESS))
+    except (AttributeError, OSError):  # not Linux, or not allowed: run as is
+        pass
 
 
 def _zstd_reader(raw):

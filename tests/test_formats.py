@@ -335,3 +335,24 @@ def test_read_ahead_closes_while_its_thread_waits_on_a_full_queue():
     assert reader.read(3) == b"xxx"
     reader.close()  # must not hang: the thread sees the close and stops
     assert stream.closed and not reader._thread.is_alive()
+
+
+def test_read_ahead_thread_runs_below_the_process_priority():
+    import os
+    import threading
+
+    from dffml_archive._formats import READ_AHEAD_NICENESS, _ReadAhead
+
+    seen = {}
+
+    class Probe(_ScriptedStream):
+        def read(self, size):
+            thread = threading.get_native_id()
+            seen["nice"] = os.getpriority(os.PRIO_PROCESS, thread)
+            return b""
+
+    reader = _ReadAhead(Probe([]))
+    assert reader.read(1) == b""
+    reader.close()
+    ours = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    assert seen["nice"] == min(19, ours + READ_AHEAD_NICENESS)
