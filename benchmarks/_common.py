@@ -380,3 +380,19 @@ def write_json(path, payload) -> None:
 
     path.write_text(json.dumps(payload, indent=1, default=default) + "\n")
     print(f"(JSON written to {path})")
+
+
+def run_benchmark(prog: str, doc: str, run, argv=None, add_options=None) -> int:
+    """The ``main`` of every benchmark: the common options (plus its own from
+    ``add_options(parser)``), the environment header, ``run(args)``, the JSON."""
+    parser = argparse.ArgumentParser(prog=prog, description=doc.split("\n\n")[0])
+    add_common_options(parser)
+    if add_options is not None:
+        add_options(parser)
+    args = parser.parse_args(argv)
+    env = environment()
+    print_environment(env)
+    payload = run(args)
+    payload["environment"] = env
+    write_json(args.json, payload)
+    return 0

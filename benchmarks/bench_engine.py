@@ -26,7 +26,6 @@ faster).  For the small-file set the GNU side's start-up (the same command
 on a one-empty-file tree, best of N) is subtracted, because ours runs
 in-process with no interpreter or exec start-up.
 """
-import argparse
 import contextlib
 import asyncio
 import os
@@ -425,11 +424,7 @@ def run(args, datasets=None, root=None) -> dict:
     }
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.bench_engine", description=__doc__.split("\n\n")[0]
-    )
-    B.add_common_options(parser)
+def _add_options(parser):
     parser.add_argument(
         "--all-formats", action="store_true",
         help="also .tar.bz2 and .tar.xz (GNU xz alone takes minutes on 300 MB)",
@@ -438,13 +433,10 @@ def main(argv=None):
     parser.add_argument(
         "--datasets", default="weights,small", help="comma-separated subset of weights,small"
     )
-    args = parser.parse_args(argv)
-    env = B.environment()
-    B.print_environment(env)
-    payload = run(args)
-    payload["environment"] = env
-    B.write_json(args.json, payload)
-    return 1 if payload is None else 0
+
+
+def main(argv=None):
+    return B.run_benchmark("python -m benchmarks.bench_engine", __doc__, run, argv, _add_options)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,6 @@ is measured separately in a fresh interpreter.  A warm enter that did not hit
 the cache (the tree's inodes changed) is flagged.  Target: warm enter < 5% of
 a full extract.
 """
-import argparse
 import contextlib
 import asyncio
 import os
@@ -230,17 +229,7 @@ def run(args, datasets=None, root=None) -> dict:
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.bench_location", description=__doc__.split("\n\n")[0]
-    )
-    B.add_common_options(parser)
-    args = parser.parse_args(argv)
-    env = B.environment()
-    B.print_environment(env)
-    payload = run(args)
-    payload["environment"] = env
-    B.write_json(args.json, payload)
-    return 0
+    return B.run_benchmark("python -m benchmarks.bench_location", __doc__, run, argv)
 
 
 if __name__ == "__main__":

@@ -30,7 +30,6 @@ longest gap between two ticks, then reads ``ru_maxrss`` again.
 Over the N runs the WORST stall and the LARGEST growth are reported (these
 are worst-case metrics), the time is the best run.
 """
-import argparse
 import contextlib
 import json
 import os
@@ -295,17 +294,7 @@ def main(argv=None):
     if argv[:1] == ["--child"]:
         print(json.dumps(_child(json.loads(argv[1]))))
         return 0
-    parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.bench_loop", description=__doc__.split("\n\n")[0]
-    )
-    B.add_common_options(parser)
-    args = parser.parse_args(argv)
-    env = B.environment()
-    B.print_environment(env)
-    payload = run(args)
-    payload["environment"] = env
-    B.write_json(args.json, payload)
-    return 0
+    return B.run_benchmark("python -m benchmarks.bench_loop", __doc__, run, argv)
 
 
 if __name__ == "__main__":
