@@ -92,7 +92,12 @@ async def extract(
     empty unless ``replace``).  Every safety rule is enforced and the content
     verified against the manifest before the tree appears at ``destination``."""
     return await run_job(
-        _engine("._extract", "extract_archive"), archive, destination, limits=limits, replace=replace, progress=progress
+        _engine("._extract", "extract_archive"),
+        archive,
+        destination,
+        limits=limits,
+        replace=replace,
+        progress=progress,
     )
 
 
@@ -101,7 +106,9 @@ async def verify(
 ) -> "Manifest":
     """Check every member of ``archive`` as extraction would, writing nothing.
     Raises an :class:`~dffml_archive.ArchiveError` on the first problem."""
-    return await run_job(_engine("._extract", "verify_archive"), archive, limits=limits, progress=progress)
+    return await run_job(
+        _engine("._extract", "verify_archive"), archive, limits=limits, progress=progress
+    )
 
 
 async def inspect(archive) -> "ArchiveInfo":

@@ -77,8 +77,8 @@ def _gzip_writer(raw, level):
 def _gzip_reader(raw):
     igzip = _isal_igzip()
     if igzip is not None:
-        return _ReadAhead(igzip.IGzipFile(fileobj=raw, mode="rb"))
-    return _ReadAhead(gzip.GzipFile(fileobj=raw, mode="rb"))
+        return igzip.IGzipFile(fileobj=raw, mode="rb")
+    return gzip.GzipFile(fileobj=raw, mode="rb")
 
 
 def raw_deflate_compressor(level=None):
@@ -295,7 +295,7 @@ def _yield_to_the_application():
 
 
 def _zstd_reader(raw):
-    return _ReadAhead(_ZstdReader(raw))
+    return _ZstdReader(raw)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -323,14 +323,14 @@ BZIP2 = Codec(
     b"BZh",
     Levels(1, 9, 9),
     lambda raw, level: bz2.BZ2File(raw, "wb", compresslevel=level),
-    lambda raw: _ReadAhead(bz2.BZ2File(raw, "rb")),
+    lambda raw: bz2.BZ2File(raw, "rb"),
 )
 XZ = Codec(
     "xz",
     b"\xfd7zXZ\x00",
     Levels(0, 9, 6),
     lambda raw, level: lzma.LZMAFile(raw, "wb", preset=level),
-    lambda raw: _ReadAhead(lzma.LZMAFile(raw, "rb")),
+    lambda raw: lzma.LZMAFile(raw, "rb"),
 )
 ZSTD = Codec("zstd", b"\x28\xb5\x2f\xfd", Levels(1, 22, 3), _zstd_writer, _zstd_reader)
 
@@ -375,7 +375,8 @@ class Format:
     def open_reader(self, raw):
         if self.codec is None:
             return _Uncloseable(raw)
-        return self.codec.open_reader(raw)
+        # Every codec decompresses ahead, in its own thread (see _ReadAhead).
+        return _ReadAhead(self.codec.open_reader(raw))
 
 
 FORMATS = (

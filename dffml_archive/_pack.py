@@ -104,10 +104,7 @@ _OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXE
 
 def _hash_small_file(entry: _SourceEntry, job: Job, archive, for_zip: bool) -> None:
     # os.open/os.read: a third of the cost of open() for a small file.
-    try:
-        descriptor = os.open(entry.path, _OPEN_FLAGS)
-    except OSError as error:
-        raise _unreadable(archive, entry, error) from None
+    descriptor = _open_descriptor(entry, archive)
     try:
         content = os.read(descriptor, entry.size + 1)
         while 0 < len(content) < entry.size:  # a short read (network file systems)
@@ -143,16 +140,16 @@ def _hash_file(entry: _SourceEntry, buffer, job: Job, archive, for_zip: bool) ->
         raise _changed(archive, entry)
 
 
-def _no_follow(path, flags):
-    return os.open(path, flags | getattr(os, "O_NOFOLLOW", 0))
+def _open_descriptor(entry: _SourceEntry, archive) -> int:
+    """The file the scan saw, never a link that replaced it since."""
+    try:
+        return os.open(entry.path, _OPEN_FLAGS)
+    except OSError as error:
+        raise _unreadable(archive, entry, error) from None
 
 
 def _open_source(entry: _SourceEntry, archive):
-    """The file the scan saw, never a link that replaced it since."""
-    try:
-        return open(entry.path, "rb", opener=_no_follow)
-    except OSError as error:
-        raise _unreadable(archive, entry, error) from None
+    return open(_open_descriptor(entry, archive), "rb")
 
 
 def _unreadable(archive, entry, error):
@@ -171,11 +168,8 @@ def _changed(archive, entry):
 
 
 def _copy_file(entry: _SourceEntry, write, buffer, job: Job, archive) -> None:
-    """Write exactly the bytes that were hashed (same size and mtime)."""
-    if entry.content is not None:
-        write(entry.content)
-        job.advance(len(entry.content))
-        return
+    """Stream a file not kept in memory: exactly the bytes that were hashed
+    (same size and mtime)."""
     remaining = entry.size
     view = memoryview(buffer)
     with _open_source(entry, archive) as handle:

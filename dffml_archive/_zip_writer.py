@@ -20,8 +20,9 @@ except ImportError:  # pragma: no cover - isal is a declared dependency
 
 _LOCAL_HEADER = struct.Struct(zipfile.structFileHeader)
 _CENTRAL_HEADER = struct.Struct(zipfile.structCentralDir)
-_DOS_DATE = (C.FIXED_ZIP_DATE_TIME[0] - 1980) << 9 | C.FIXED_ZIP_DATE_TIME[1] << 5 | C.FIXED_ZIP_DATE_TIME[2]
-_DOS_TIME = C.FIXED_ZIP_DATE_TIME[3] << 11 | C.FIXED_ZIP_DATE_TIME[4] << 5 | C.FIXED_ZIP_DATE_TIME[5] // 2
+_YEAR, _MONTH, _DAY, _HOUR, _MINUTE, _SECOND = C.FIXED_ZIP_DATE_TIME
+_DOS_DATE = (_YEAR - 1980) << 9 | _MONTH << 5 | _DAY
+_DOS_TIME = _HOUR << 11 | _MINUTE << 5 | _SECOND // 2
 _UNIX = 3  # create_system: the mode is in the high bits of external_attr
 _UTF8_NAME = 0x800
 _LIMIT = zipfile.ZIP64_LIMIT
