@@ -69,6 +69,15 @@ def dffml(*args, cwd=None) -> subprocess.CompletedProcess:
     )
 
 
+def pack_with_our_cli(directory, archive) -> None:
+    subprocess.run(
+        [sys.executable, "-m", "dffml_archive", "pack", str(directory), str(archive)],
+        check=True,
+        env=subprocess_env(),
+        capture_output=True,
+    )
+
+
 def create_dataflow(path: pathlib.Path, *args) -> dict:
     result = dffml("dataflow", "create", *args)
     assert result.returncode == 0, result.stderr
@@ -299,12 +308,7 @@ def test_cli_dataflow_pack(tmp_path, model_tree):
 
 def test_cli_dataflow_extract(tmp_path, model_tree):
     archive = tmp_path / "model.zip"
-    subprocess.run(
-        [sys.executable, "-m", "dffml_archive", "pack", str(model_tree), str(archive)],
-        check=True,
-        env=subprocess_env(),
-        capture_output=True,
-    )
+    pack_with_our_cli(model_tree, archive)
     dataflow = tmp_path / "extract.json"
     created = create_dataflow(
         dataflow, "archive_extract", "get_single", "-inputs", '["archive_verified"]=get_single_spec'
@@ -319,12 +323,7 @@ def test_cli_dataflow_extract(tmp_path, model_tree):
 
 def test_cli_dataflow_verify(tmp_path, model_tree):
     archive = tmp_path / "model.tar"
-    subprocess.run(
-        [sys.executable, "-m", "dffml_archive", "pack", str(model_tree), str(archive)],
-        check=True,
-        env=subprocess_env(),
-        capture_output=True,
-    )
+    pack_with_our_cli(model_tree, archive)
     dataflow = tmp_path / "verify.json"
     create_dataflow(
         dataflow,
