@@ -463,10 +463,16 @@ def wrap_distribution(distribution: str, adapter: BackendAdapter, namespace: dic
     """Define ``NAME_archive`` in ``namespace`` (a backend module's globals)
     for every model that ``distribution`` registers, plus ``also`` (name ->
     class) for models it builds without registering.  Returns the names."""
-    import pkg_resources
+    # importlib.metadata reads the distribution's own entry points; pkg_resources'
+    # get_distribution() would first resolve its requirements (slow, and a
+    # VersionConflict in an environment that works).
+    from importlib.metadata import distribution as installed_distribution
 
-    entry_points = pkg_resources.get_distribution(distribution).get_entry_map("dffml.model")
-    found = {name: entry.resolve() for name, entry in entry_points.items()}
+    found = {
+        entry.name: entry.load()
+        for entry in installed_distribution(distribution).entry_points
+        if entry.group == "dffml.model"
+    }
     for name, inner in (also or {}).items():
         found.setdefault(name, inner)
     for name, inner in sorted(found.items()):

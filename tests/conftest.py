@@ -9,6 +9,9 @@ import pytest
 # package: put it on the path so that test files can import the helper
 # modules beside them (_e2e_helpers) by their own top-level names.
 sys.path.append(str(pathlib.Path(__file__).resolve().parent))
+# Their asserts carry the checks of many tests: let pytest explain a failure
+# (a diff of the two outputs) rather than print a bare AssertionError.
+pytest.register_assert_rewrite("_e2e_helpers")
 
 ARCHIVE_EXTENSIONS = (".zip", ".tar", ".tar.gz", ".tar.bz2", ".tar.xz", ".tar.zst")
 

@@ -20,13 +20,13 @@ printf 'length,width\n1.5,0.3\n5.5,2.0\n' > unknown.csv
 dffml train -model tfdnnc_archive \
     -model-features length:float:1 width:float:1 -model-predict kind:int:1 \
     -model-classifications 0 1 -model-clstype int \
-    -model-hidden 8 8 -model-epochs 200 -model-location flowers.tar.xz \
+    -model-hidden 32 32 -model-epochs 200 -model-location flowers.tar.xz \
     -sources f=csv -source-filename flowers.csv
 # Options given again must be the recorded ones (here all of them are).
 dffml accuracy -model tfdnnc_archive \
     -model-features length:float:1 width:float:1 -model-predict kind:int:1 \
     -model-classifications 0 1 -model-clstype int \
-    -model-hidden 8 8 -model-epochs 200 -model-location flowers.tar.xz \
+    -model-hidden 32 32 -model-epochs 200 -model-location flowers.tar.xz \
     -sources f=csv -source-filename flowers.csv
 
 mkdir -p shipped

@@ -39,7 +39,7 @@ printf 'sentence\ngood movie\nterrible awful\n' > new.csv
 
 dffml train -model text_classifier_archive \
     -model-features sentence:str:1 -model-predict sentiment:int:1 \
-    -model-classifications 0 1 -model-clstype int -model-epochs 30 \
+    -model-classifications 0 1 -model-clstype int -model-epochs 150 \
     -model-model_path "$PWD/embedding" -model-location reviews.zip \
     -sources f=csv -source-filename reviews.csv
 dffml accuracy -model text_classifier_archive -model-location reviews.zip \

@@ -36,7 +36,7 @@ async def main():
         predict=Feature("liked", str, 1),
         classifications=["no", "yes"],
         model_path="embedding",  # a SavedModel directory or a tfhub.dev URL
-        epochs=30,
+        epochs=150,
         location="reviews.tar.gz",
     )
     await dffml.train(model, *[{"sentence": s, "liked": liked} for s, liked in REVIEWS])
