@@ -24,8 +24,17 @@ Quirks, and what we do about them:
   zips the predictions with a one-element list of confidences); ours
   predicts every record, with a NaN confidence as upstream.
 * ``autoclassifier``'s confidence is the probability of the predicted class.
+* smac, under auto-sklearn, puts a lazy module in ``sys.modules`` for each
+  of its optional extras (emcee, skopt, pyDOE), installed or not.  Touching
+  a missing one raises ImportError, and ``inspect.getmodule`` touches every
+  module, so TensorFlow (among others) failed in any process that had
+  loaded this backend first.  We drop the lazy modules that cannot load.
 """
+import importlib.machinery
 import math
+import sys
+
+import lazy_import
 
 from dffml_model_autosklearn.autoclassifier import AutoSklearnClassifierModel
 from dffml_model_autosklearn.autoregressor import (
@@ -35,6 +44,25 @@ from dffml_model_autosklearn.autoregressor import (
 
 from dffml_archive.errors import ArchiveError
 from dffml_archive.model import BackendAdapter, archive_model
+
+
+def forget_lazy_modules_that_cannot_load() -> list:
+    """Remove from ``sys.modules`` the lazy placeholders of top-level modules
+    that are not installed; return their names.  ``PathFinder`` looks on
+    ``sys.path`` without touching the placeholder."""
+    missing = [
+        name
+        for name, module in list(sys.modules.items())
+        if isinstance(module, lazy_import.LazyModule)
+        and "." not in name
+        and importlib.machinery.PathFinder.find_spec(name) is None
+    ]
+    for name in missing:
+        del sys.modules[name]
+    return missing
+
+
+forget_lazy_modules_that_cannot_load()
 
 
 class AutoSklearnRegressorModelContext(UpstreamAutoSklearnRegressorModelContext):

@@ -35,6 +35,7 @@ import math
 import os
 import pathlib
 import subprocess
+import sys
 from typing import Dict, List
 
 import pytest
@@ -472,6 +473,25 @@ async def test_autosklearn_refuses_load_models_false(tmp_path):
     with pytest.raises(dffml_archive.ArchiveError, match="load_models"):
         await dffml.train(model, *KINDS["regression"].train)
     assert not (tmp_path / "m.zip").exists()
+
+
+def test_autosklearn_leaves_every_module_loadable():
+    """smac (under auto-sklearn) puts lazy modules for its optional extras in
+    sys.modules; one that is not installed raised ImportError when touched,
+    and inspect.getmodule touches them all (TensorFlow then failed in any
+    process that had loaded auto-sklearn first)."""
+    code = (
+        "import inspect, sys\n"
+        "from dffml import Model\n"
+        "Model.load('autoclassifier_archive')\n"
+        "assert 'smac' in sys.modules\n"
+        "inspect.getmodule((lambda: 0).__code__)\n"
+        "for name, module in list(sys.modules.items()):\n"
+        "    getattr(module, '__file__', None)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
 
 
 # -- 6. the documentation's examples --------------------------------------------
