@@ -3,7 +3,8 @@
     python -m benchmarks [--quick] [--repeat N] [--all-formats] [--workdir DIR] [--json FILE]
 
 engine (pack/extract vs GNU and stdlib), loop (event-loop stall and RSS),
-location (archive_location re-entry); then a summary of every target.
+location (archive_location re-entry), cli (``--help`` start-up); then a
+summary of every target.
 
 The engine and the benchmarks are first copied to a temporary directory and
 run from there (``--no-snapshot``: run the checkout directly), so edits made
@@ -22,9 +23,9 @@ if __package__ in (None, ""):  # run as a file: make "benchmarks" importable
     sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
 from benchmarks import _common as B  # noqa: E402
-from benchmarks import bench_engine, bench_location, bench_loop  # noqa: E402
+from benchmarks import bench_cli, bench_engine, bench_location, bench_loop  # noqa: E402
 
-ALL = ("engine", "loop", "location")
+ALL = ("engine", "loop", "location", "cli")
 
 
 def _run_from_snapshot(args, argv) -> int:
@@ -94,7 +95,8 @@ def main(argv=None):
     payload = {"environment": env, "size": B.size_name(args), "repeat": args.repeat}
     with B.workdir(args, "all") as root:
         datasets = B.make_datasets(root / "data", B.SIZES[B.size_name(args)])
-        modules = {"engine": bench_engine, "loop": bench_loop, "location": bench_location}
+        modules = {"engine": bench_engine, "loop": bench_loop, "location": bench_location,
+                   "cli": bench_cli}
         for name in wanted:
             payload[name] = modules[name].run(args, datasets=datasets, root=root)
     elapsed = time.perf_counter() - started

@@ -5,9 +5,11 @@ the same run as the engine (the machines are noisy), keeps the best of N runs
 and prints ratios.
 """
 import argparse
+import compileall
 import contextlib
 import datetime
 import gc
+import importlib.util
 import json
 import os
 import pathlib
@@ -33,6 +35,30 @@ SIZES = {
     "full": dict(weight_files=6, weight_mib=50, small_files=5000, small_dirs=50),
     "quick": dict(weight_files=6, weight_mib=10, small_files=1000, small_dirs=10),
 }
+
+
+# --------------------------------------------------------------------------
+# our code, as subprocesses import it
+
+
+def our_package_directories():
+    """The directories the dffml subprocesses import our packages from."""
+    for package in ("dffml_archive", "model_plugins"):
+        spec = importlib.util.find_spec(package)
+        for directory in (spec.submodule_search_locations or []) if spec else []:
+            yield pathlib.Path(directory)
+
+
+def byte_compile_our_packages(from_source: bool = False) -> str:
+    """Write (or, ``from_source``, remove) our packages' .pyc files, as ``pip
+    install`` does for every package: under PYTHONDONTWRITEBYTECODE our modules
+    would otherwise be recompiled from source in every process."""
+    for directory in our_package_directories():
+        if from_source:
+            shutil.rmtree(directory / "__pycache__", ignore_errors=True)
+        elif not compileall.compile_dir(str(directory), maxlevels=0, quiet=1):
+            raise SystemExit(f"could not byte-compile {directory}")
+    return "no: compiled from source in every process" if from_source else "yes"
 
 
 # --------------------------------------------------------------------------

@@ -12,8 +12,6 @@ modules from source in every process.  ``--from-source`` measures that case
 (it removes our packages' .pyc files instead).
 """
 import argparse
-import compileall
-import importlib.util
 import os
 import pathlib
 import shutil
@@ -23,29 +21,16 @@ import sys
 import tempfile
 import time
 
+if __package__ in (None, ""):  # run as a file: make "benchmarks" importable
+    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
+
+from benchmarks import _common as B  # noqa: E402
+
 TARGET = 1.10
 
 
 def _dffml() -> str:
     return str(pathlib.Path(sys.executable).with_name("dffml"))
-
-
-def _our_package_directories():
-    """The directories the dffml subprocesses import our packages from."""
-    for package in ("dffml_archive", "model_plugins"):
-        spec = importlib.util.find_spec(package)
-        for directory in (spec.submodule_search_locations or []) if spec else []:
-            yield pathlib.Path(directory)
-
-
-def _byte_compile(from_source: bool) -> str:
-    """Write (or, ``from_source``, remove) our packages' .pyc files."""
-    for directory in _our_package_directories():
-        if from_source:
-            shutil.rmtree(directory / "__pycache__", ignore_errors=True)
-        elif not compileall.compile_dir(str(directory), maxlevels=0, quiet=1):
-            raise SystemExit(f"could not byte-compile {directory}")
-    return "no: compiled from source in every process" if from_source else "yes"
 
 
 def _write_data(work: pathlib.Path) -> None:
@@ -73,7 +58,7 @@ def main(argv=None) -> int:
     parser.add_argument("--from-source", action="store_true",
                         help="remove our packages' .pyc files instead of writing them")
     args = parser.parse_args(argv)
-    compiled = _byte_compile(args.from_source)
+    compiled = B.byte_compile_our_packages(args.from_source)
     work = pathlib.Path(tempfile.mkdtemp(prefix="dffml-archive-bench-models-"))
     try:
         _write_data(work)

@@ -12,7 +12,6 @@ import pathlib
 import shutil
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -332,16 +331,6 @@ def test_help_does_not_import_dffml():
     assert result.returncode == 0
     imported = [line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines()]
     assert not [name for name in imported if name == "dffml" or name.startswith("dffml.")]
-
-
-def test_help_is_fast():
-    best = float("inf")
-    for _ in range(3):
-        start = time.monotonic()
-        result = cli("--help")
-        best = min(best, time.monotonic() - start)
-        assert_ok(result)
-    assert best < 0.5, f"python -m dffml_archive --help took {best:.2f}s"
 
 
 # --------------------------------------------------------------------------
