@@ -393,6 +393,16 @@ class Targets:
         return [item for item in self.items if item["ok"] is False]
 
 
+def print_report(lines, targets: Targets, title: str = "Targets") -> str:
+    """Print a benchmark's tables, then its targets; return the text (it also
+    goes into the JSON)."""
+    text = "\n".join([*lines, "", title, targets.render()])
+    print()
+    print(text)
+    print()
+    return text
+
+
 def write_json(path, payload) -> None:
     if not path:
         return

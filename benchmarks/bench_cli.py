@@ -46,7 +46,7 @@ def run(args, datasets=None, root=None) -> dict:
     targets.check("python -m dffml_archive --help", help_, "<", HELP_TARGET_SECONDS, unit=" s")
     targets.check("--help imports dffml or a backend", len(heavy), "<=", 0, unit="",
                   note=", ".join(heavy))
-    text = "\n".join([
+    text = B.print_report([
         f"bench_cli: load average {load_start[0]:.2f} -> {os.getloadavg()[0]:.2f} "
         f"on {os.cpu_count()} CPUs",
         B.table(
@@ -55,13 +55,7 @@ def run(args, datasets=None, root=None) -> dict:
              ["python -m dffml_archive --help", B.fmt_s(help_), f"{help_ / bare:.2f}x"]],
             "lrr",
         ),
-        "",
-        "Targets",
-        targets.render(),
-    ])
-    print()
-    print(text)
-    print()
+    ], targets)
     return {
         "benchmark": "cli",
         "repeat": repeat,

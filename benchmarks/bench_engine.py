@@ -401,13 +401,9 @@ def run(args, datasets=None, root=None) -> dict:
             results["small"], net=True,
         ))
     targets = evaluate(results)
-    out.append("")
-    out.append("Targets (speed ratio = their seconds / our seconds; >1 = we are faster)")
-    out.append(targets.render())
-    text = "\n".join(out)
-    print()
-    print(text)
-    print()
+    text = B.print_report(
+        out, targets, "Targets (speed ratio = their seconds / our seconds; >1 = we are faster)"
+    )
     return {
         "benchmark": "engine",
         "size": B.size_name(args),

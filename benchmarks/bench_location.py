@@ -198,7 +198,7 @@ def run(args, datasets=None, root=None) -> dict:
             100 * r["warm_enter_over_extract"], "<", 100 * REENTRY_TARGET, unit="%",
         )
     load_end = os.getloadavg()
-    text = "\n".join([
+    text = B.print_report([
         f"bench_location: {B.size_name(args)} data, load average "
         f"{load_start[0]:.2f} -> {load_end[0]:.2f} on {os.cpu_count()} CPUs",
         "archive_location: enter/exit of an unchanged archive (seconds, best of runs)",
@@ -209,13 +209,7 @@ def run(args, datasets=None, root=None) -> dict:
         ),
         f"(one-off `import dffml_archive.operations` (imports dffml) in a fresh "
         f"interpreter: {import_seconds:.3f} s, not included above)",
-        "",
-        "Targets",
-        targets.render(),
-    ])
-    print()
-    print(text)
-    print()
+    ], targets)
     return {
         "benchmark": "location",
         "size": B.size_name(args),

@@ -261,7 +261,7 @@ def run(args, datasets=None, root=None) -> dict:
         )
         targets.check(f"{label}: peak RSS growth", entry["rss_growth_mb"], "<", RSS_TARGET_MB, unit=" MB")
     load_end = os.getloadavg()
-    text = "\n".join([
+    text = B.print_report([
         f"bench_loop: {B.size_name(args)} data, load average "
         f"{load_start[0]:.2f} -> {load_end[0]:.2f} on {os.cpu_count()} CPUs",
         "Event-loop stall (longest gap between 1 ms ticks, worst of runs) and peak RSS growth",
@@ -270,13 +270,7 @@ def run(args, datasets=None, root=None) -> dict:
              "gaps>20ms", "RSS base MB", "peak growth MB", "ru_maxrss growth MB"],
             rows, "lllrrrrrrrr",
         ),
-        "",
-        "Targets",
-        targets.render(),
-    ])
-    print()
-    print(text)
-    print()
+    ], targets)
     return {
         "benchmark": "loop",
         "size": B.size_name(args),
