@@ -10,6 +10,10 @@ import pathlib
 import re
 import tempfile
 
+from .errors import (
+    WRITE_ERRNOS, ArchiveWriteError, explain_os_error, os_errors_as, parent_directory
+)
+
 PARTIAL_SUFFIX = ".partial"
 
 
@@ -54,9 +58,10 @@ def atomic_write(target):
     (keeping the old file's permissions), on an exception it is removed."""
     target = pathlib.Path(target)
     directory = target.parent if str(target.parent) else pathlib.Path(".")
-    fd, temp = tempfile.mkstemp(
-        dir=directory, prefix=f".{target.name}.", suffix=PARTIAL_SUFFIX
-    )
+    with os_errors_as(ArchiveWriteError, target, f"cannot write in {parent_directory(target)!r}"):
+        fd, temp = tempfile.mkstemp(
+            dir=directory, prefix=f".{target.name}.", suffix=PARTIAL_SUFFIX
+        )
     try:
         with os.fdopen(fd, "wb") as handle:
             yield handle
@@ -67,10 +72,16 @@ def atomic_write(target):
                 mode = 0o666 & ~_current_umask()
             os.fchmod(handle.fileno(), mode)
             os.fsync(handle.fileno())
-        os.replace(temp, target)
-    except BaseException:
+        with os_errors_as(ArchiveWriteError, target, "cannot replace the archive"):
+            os.replace(temp, target)
+    except BaseException as error:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temp)
+        if isinstance(error, OSError) and error.errno in WRITE_ERRNOS:
+            reason, hint = explain_os_error(error, "cannot write the archive")
+            raise ArchiveWriteError(
+                target, f"{reason}; any previous archive is unchanged", hint=hint
+            ) from error
         raise
     fsync_directory(directory)
     remove_stale_partials(target)

@@ -10,6 +10,9 @@ Environment variables (all optional):
     :func:`dffml_archive.archive_location`.
 ``DFFML_ARCHIVE_MAX_SIZE`` / ``DFFML_ARCHIVE_MAX_MEMBERS`` / ``DFFML_ARCHIVE_MAX_RATIO``
     Default extraction limits (bytes, members, uncompressed:compressed).
+``DFFML_ARCHIVE_TRACEBACK``
+    ``1`` keeps the Python traceback of our errors on the ``dffml`` command
+    line (by default they print as one line, as ``-log debug`` also undoes).
 """
 import os
 import pathlib
@@ -43,12 +46,15 @@ def _env_int(name, default):
     if value is None or value == "":
         return default
     try:
-        return int(value)
+        number = int(value)
     except ValueError:
+        number = 0
+    if number < 1:
         raise ValueError(
-            f"environment variable {name}={value!r} is not a whole number; "
-            "unset it or give an integer"
-        ) from None
+            f"environment variable {name}={value!r} is not a positive whole number; "
+            "unset it or give one"
+        )
+    return number
 
 
 def default_max_size():
@@ -75,3 +81,7 @@ def cache_root() -> pathlib.Path:
 
 def extract_cache_enabled() -> bool:
     return os.environ.get("DFFML_ARCHIVE_EXTRACT_CACHE", "1") not in ("0", "false", "no")
+
+
+def tracebacks_wanted() -> bool:
+    return os.environ.get("DFFML_ARCHIVE_TRACEBACK", "0") not in ("0", "", "false", "no")

@@ -21,6 +21,7 @@ from ._formats import check_content, format_for_path
 from ._job import Job
 from ._manifest import Manifest, ManifestMember
 from ._readers import DIRECTORY, FILE, STREAM_ERRORS, Entry, corrupt_from, iter_entries
+from ._readers import open_archive_file
 from ._safety import (
     Limits,
     MemberTracker,
@@ -35,6 +36,7 @@ from .errors import (
     DestinationError,
     UnsafeArchiveError,
     UnverifiedArchiveWarning,
+    os_errors_as,
 )
 
 MAX_MANIFEST_BYTES = 64 << 20
@@ -148,7 +150,7 @@ def _walk(archive, limits: Limits, sink, job: Job):
     expected: Optional[Manifest] = None
     current = None
     try:
-        with open(archive, "rb") as raw:
+        with open_archive_file(archive) as raw:
             check_content(archive, fmt, raw)
             tracker = MemberTracker(archive, limits, os.fstat(raw.fileno()).st_size)
             for index, entry in enumerate(iter_entries(archive, fmt, raw)):
@@ -176,10 +178,6 @@ def _walk(archive, limits: Limits, sink, job: Job):
                 else:
                     found.append(_copy_member(archive, entry, name, sink, tracker, job))
             current = None
-    except FileNotFoundError as error:
-        if error.filename == os.fspath(archive):
-            raise ArchiveError(archive, "no such archive", hint="check the path") from None
-        raise corrupt_from(archive, error, current) from None
     except ArchiveError:
         raise
     except STREAM_ERRORS as error:
@@ -242,6 +240,13 @@ def verify_archive(archive, *, limits=None, job=None) -> Manifest:
 
 
 def _check_destination(archive, destination: pathlib.Path, replace: bool) -> None:
+    if replace and _is_within(archive, destination):
+        raise DestinationError(
+            archive,
+            f"the archive is inside {str(destination)!r}: replacing that directory "
+            "would delete the archive",
+            hint="extract into another directory",
+        )
     if destination.is_symlink() or (destination.exists() and not destination.is_dir()):
         raise DestinationError(
             archive,
@@ -254,6 +259,11 @@ def _check_destination(archive, destination: pathlib.Path, replace: bool) -> Non
             f"destination {str(destination)!r} is not empty",
             hint="choose a new or empty directory, or replace it (--replace, replace=True)",
         )
+
+
+def _is_within(path, directory: pathlib.Path) -> bool:
+    real = os.path.realpath(path)
+    return (real + os.sep).startswith(os.path.realpath(directory) + os.sep)
 
 
 def _move_into_place(archive, stage: str, destination: pathlib.Path, replace: bool):
@@ -282,14 +292,19 @@ def extract_archive(
 ) -> Manifest:
     """Extract ``archive`` into ``destination`` (created if missing, must be
     empty unless ``replace``).  ``private`` keeps the tree mode 0700."""
+    if not os.fspath(destination):  # "" would silently mean the current directory
+        raise DestinationError(
+            archive, "the destination is an empty path", hint="name the directory to extract into"
+        )
     destination = pathlib.Path(os.path.abspath(destination))
     _check_destination(archive, destination, replace)
     created = [p for p in destination.parents if not p.exists()]
-    destination.parent.mkdir(parents=True, exist_ok=True)
     try:
-        stage = tempfile.mkdtemp(
-            dir=destination.parent, prefix=f".{destination.name}.", suffix=".extracting"
-        )
+        with os_errors_as(DestinationError, archive, f"cannot create {str(destination)!r}"):
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            stage = tempfile.mkdtemp(
+                dir=destination.parent, prefix=f".{destination.name}.", suffix=".extracting"
+            )
     except BaseException:
         _remove_empty(created)
         raise

@@ -408,6 +408,7 @@ def _matching_format(path) -> Optional[Format]:
 UNSUPPORTED_ARCHIVE_EXTENSIONS = (
     ".rar", ".7z", ".gz", ".bz2", ".xz", ".zst", ".lz4", ".lzma", ".tar.lz4",
     ".tar.lzma", ".tlz", ".cpio", ".jar", ".war", ".whl", ".egg",
+    ".gzip", ".bzip2", ".zstd", ".lz", ".z", ".zipx",
 )
 
 

@@ -7,7 +7,7 @@ from . import _constants as C
 from ._extract import _read_manifest
 from ._formats import check_content, format_for_path
 from ._manifest import Manifest, ManifestMember
-from ._readers import FILE, STREAM_ERRORS, corrupt_from, iter_entries
+from ._readers import FILE, STREAM_ERRORS, corrupt_from, iter_entries, open_archive_file
 from .errors import ArchiveError
 
 
@@ -42,7 +42,7 @@ def inspect_archive(archive) -> ArchiveInfo:
     listed = []
     manifest = None
     try:
-        with open(archive, "rb") as raw:
+        with open_archive_file(archive) as raw:
             check_content(archive, fmt, raw)
             size = os.fstat(raw.fileno()).st_size
             for index, entry in enumerate(iter_entries(archive, fmt, raw)):
@@ -50,10 +50,6 @@ def inspect_archive(archive) -> ArchiveInfo:
                     manifest = _read_manifest(archive, entry)
                     break
                 listed.append(ManifestMember(entry.name, entry.kind, entry.mode & 0o7777, entry.size))
-    except FileNotFoundError as error:
-        if error.filename == os.fspath(archive):
-            raise ArchiveError(archive, "no such archive", hint="check the path") from None
-        raise
     except ArchiveError:
         raise
     except STREAM_ERRORS as error:

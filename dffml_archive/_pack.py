@@ -21,7 +21,9 @@ from ._lock import archive_lock
 from ._manifest import Manifest, ManifestMember
 from ._safety import DIRECTORY, FILE, Limits, MemberTracker, clean_member_name
 from ._zip_writer import ZipWriter
-from .errors import ArchiveSourceError, UnsafeArchiveError
+from .errors import (
+    ArchiveSourceError, ArchiveWriteError, UnsafeArchiveError, os_errors_as, parent_directory
+)
 
 _UNLIMITED = Limits(max_size=float("inf"), max_members=float("inf"), max_ratio=float("inf"))
 
@@ -315,9 +317,18 @@ def pack_directory(
     fmt = fmt or format_for_path(archive)
     fmt.check_level(archive, level)
     directory = os.fspath(directory)
+    if not directory:  # "" would silently mean the current directory
+        raise ArchiveSourceError(
+            archive, "the directory to pack is an empty path", hint="name the model directory"
+        )
     if not os.path.isdir(directory):
         raise ArchiveSourceError(
             archive, f"{directory!r} is not a directory", hint="give the model directory to pack"
+        )
+    if archive.is_dir():
+        raise ArchiveWriteError(
+            archive, "is a directory, not an archive file",
+            hint="name a new archive file: pack takes DIRECTORY, then ARCHIVE",
         )
     inside = os.path.realpath(os.path.dirname(os.path.abspath(archive)))
     if (inside + os.sep).startswith(os.path.realpath(directory) + os.sep):
@@ -326,7 +337,8 @@ def pack_directory(
             f"the archive would be written inside {directory!r}, the directory being packed",
             hint="write the archive outside the directory",
         )
-    archive.parent.mkdir(parents=True, exist_ok=True)
+    with os_errors_as(ArchiveWriteError, archive, f"cannot create {parent_directory(archive)!r}"):
+        archive.parent.mkdir(parents=True, exist_ok=True)
     entries = _scan(directory, archive)
     _hash_files(entries, job, archive, for_zip=fmt.container == "zip")
     manifest = Manifest([entry.manifest_member() for entry in entries], model=model)

@@ -15,7 +15,10 @@ from typing import Callable, Iterator, Optional
 
 from ._constants import CHUNK_SIZE
 from ._formats import Format, raw_deflate_decompressor
-from .errors import CorruptArchiveError, UnsafeArchiveError, UnsupportedArchiveError
+from .errors import (
+    ArchiveError, CorruptArchiveError, UnsafeArchiveError, UnsupportedArchiveError,
+    explain_os_error,
+)
 
 FILE, DIRECTORY = "file", "directory"
 SYMLINK, HARDLINK, DEVICE, FIFO, OTHER = (
@@ -256,6 +259,20 @@ def iter_entries(archive, fmt: Format, raw) -> Iterator[Entry]:
     if fmt.container == "zip":
         return iter_zip(archive, raw)
     return iter_tar(fmt, raw)
+
+
+def open_archive_file(archive):
+    """``open(archive, "rb")``, failing with what is wrong with the path
+    (missing, a directory, unreadable) rather than calling it damaged."""
+    try:
+        return open(archive, "rb")
+    except FileNotFoundError:
+        reason, hint = "no such archive", "check the path"
+    except IsADirectoryError:
+        reason, hint = "is a directory, not an archive file", "give the archive file's path"
+    except OSError as error:
+        reason, hint = explain_os_error(error, "cannot be read", reading=True)
+    raise ArchiveError(archive, reason, hint=hint)
 
 
 def corrupt_from(archive, error, member=None) -> CorruptArchiveError:

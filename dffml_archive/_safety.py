@@ -28,6 +28,12 @@ class Limits:
     max_members: int = dataclasses.field(default_factory=C.default_max_members)
     max_ratio: float = dataclasses.field(default_factory=C.default_max_ratio)
 
+    def __post_init__(self):
+        for name in ("max_size", "max_members", "max_ratio"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+                raise ValueError(f"Limits({name}={value!r}): give a number above 0")
+
 
 _CONTROL_CHARACTER = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 _UNDECODABLE_BYTE = re.compile("[\udc80-\udcff]")  # surrogateescape of bad UTF-8

@@ -2,13 +2,16 @@
 
 Arguments go source first, then destination, like ``cp``.  Start-up stays
 light: nothing heavy (and never dffml) is imported before a command runs.
-Exit status: 0 success, 1 the operation failed (one line on stderr), 2 usage.
+Exit status: 0 success, 1 the operation failed (one line on stderr), 2 usage,
+141 the reader of the output went away (``| head``).
 """
 import argparse
+import os
 import sys
 import time
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for cat | head
 
 
 def _human(size) -> str:
@@ -52,13 +55,30 @@ class ProgressBar:
             self.stream.flush()
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number above 0")
+    return value
+
+
 def _add_limits(parser):
-    parser.add_argument("--max-size", type=int, metavar="BYTES",
+    parser.add_argument("--max-size", type=_positive_int, metavar="BYTES",
                         help="refuse archives that extract to more bytes than this")
-    parser.add_argument("--max-members", type=int, metavar="N",
+    parser.add_argument("--max-members", type=_positive_int, metavar="N",
                         help="refuse archives with more members than this")
-    parser.add_argument("--max-ratio", type=int, metavar="N",
+    parser.add_argument("--max-ratio", type=_positive_int, metavar="N",
                         help="refuse compression ratios above N:1 (decompression bombs)")
+
+
+def _program_name() -> str:
+    """What the user typed: the ``dffml-archive`` script or ``python -m``."""
+    if os.path.basename(sys.argv[0] or "") == "dffml-archive":
+        return "dffml-archive"
+    return "python -m dffml_archive"
 
 
 def build_parser(prog="python -m dffml_archive") -> argparse.ArgumentParser:
@@ -112,8 +132,27 @@ def _limits(args):
     return Limits(**chosen)
 
 
+def _refuse_swapped(source: str, destination: str, usage: str) -> None:
+    """A source that looks like the destination and the other way round:
+    say so rather than blame either path alone."""
+    from ._formats import is_archive_path
+    from .errors import ArchiveError
+
+    source_is_archive = is_archive_path(source) and os.path.isfile(source)
+    destination_is_archive = is_archive_path(destination) and os.path.isfile(destination)
+    if usage.startswith("pack") and source_is_archive and os.path.isdir(destination):
+        culprit = source
+    elif usage.startswith("extract") and os.path.isdir(source) and destination_is_archive:
+        culprit = destination
+    else:
+        return
+    raise ArchiveError(culprit, "the arguments look swapped", hint=f"the order is: {usage}")
+
+
 def _run_pack(args, job):
     from ._pack import pack_directory
+
+    _refuse_swapped(args.directory, args.archive, "pack DIRECTORY ARCHIVE")
 
     manifest = pack_directory(args.directory, args.archive, level=args.level, job=job)
     files = sum(1 for member in manifest.members if member.type == "file")
@@ -122,6 +161,8 @@ def _run_pack(args, job):
 
 def _run_extract(args, job):
     from ._extract import extract_archive
+
+    _refuse_swapped(args.archive, args.destination, "extract ARCHIVE DEST")
 
     manifest = extract_archive(
         args.archive, args.destination, limits=_limits(args), replace=args.replace, job=job
@@ -179,8 +220,8 @@ _COMMANDS = {
 }
 
 
-def main(argv=None, prog="python -m dffml_archive") -> int:
-    parser = build_parser(prog)
+def main(argv=None, prog=None) -> int:
+    parser = build_parser(prog or _program_name())
     args = parser.parse_args(argv)
     import warnings
 
@@ -208,7 +249,11 @@ def main(argv=None, prog="python -m dffml_archive") -> int:
     bar.close()
     for warning in caught:
         print(f"warning: {warning.message}", file=sys.stderr)
-    print(message)
+    try:
+        print(message, flush=True)
+    except BrokenPipeError:  # the reader left (``| head``): stop quietly, as cat does
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
     return EXIT_OK
 
 

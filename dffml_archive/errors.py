@@ -1,5 +1,8 @@
 """The exception hierarchy.  Every message names the archive, the member (when
 there is one) and the reason, and says what to do where there is something to do."""
+import contextlib
+import errno
+import os
 
 
 class ArchiveError(Exception):
@@ -44,6 +47,51 @@ class ArchiveSourceError(ArchiveError):
 
 class DestinationError(ArchiveError):
     """The extraction destination cannot be used as asked."""
+
+
+class ArchiveWriteError(ArchiveError):
+    """The archive cannot be written there (permissions, a read-only or full
+    disk, a directory in the way).  A previous archive is left unchanged."""
+
+
+#: errno -> (why, what to do), for the failures a user can act on.
+_OS_ERROR_ADVICE = {
+    errno.EACCES: ("permission denied", "choose a place you may write to, or fix its permissions"),
+    errno.EPERM: ("operation not permitted", "choose a place you may write to"),
+    errno.EROFS: ("read-only file system", "choose a writable place"),
+    errno.ENOSPC: ("no space left on the device", "free some space, then try again"),
+    errno.EDQUOT: ("disk quota exceeded", "free some space, then try again"),
+    errno.EISDIR: ("a directory is in the way", "choose a path that is not a directory"),
+    errno.ENOTDIR: ("a part of the path is a file, not a directory", "check the path"),
+    errno.EEXIST: ("a part of the path is a file, not a directory", "check the path"),
+}
+
+#: Errors that come from writing, never from reading a source or an archive.
+WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS})
+
+
+def explain_os_error(error: OSError, doing: str, reading: bool = False):
+    """(reason, hint) for ``error``, raised while ``doing`` (a phrase naming
+    the path a user knows, never a hidden temporary file)."""
+    why, hint = _OS_ERROR_ADVICE.get(error.errno, (error.strerror or str(error), None))
+    if reading and error.errno in (errno.EACCES, errno.EPERM):
+        hint = "fix its permissions, or run as a user who may read it"
+    return f"{doing}: {why}", hint
+
+
+@contextlib.contextmanager
+def os_errors_as(error_class, subject, doing: str):
+    """Raise an OSError from inside as ``error_class(subject, ...)``."""
+    try:
+        yield
+    except OSError as error:
+        reason, hint = explain_os_error(error, doing)
+        raise error_class(subject, reason, hint=hint) from error
+
+
+def parent_directory(path) -> str:
+    """The directory ``path`` is in, absolute (for messages and checks)."""
+    return os.path.dirname(os.path.abspath(path))
 
 
 class UnverifiedArchiveWarning(UserWarning):

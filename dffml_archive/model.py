@@ -19,6 +19,7 @@ import dataclasses
 import inspect
 import json
 import math
+import os
 import pathlib
 import pydoc
 import shutil
@@ -30,14 +31,18 @@ from dffml import Feature, Features, Model, ModelContext, entrypoint, field, mak
 from dffml.model.model import ModelNotTrained
 from dffml.util.data import export_dict
 
+from ._dffml_cli import install_one_line_errors
 from ._formats import is_archive_path
 from ._location import archive_location
 from ._manifest import created_by, _distribution_version
-from .errors import ArchiveError
+from .errors import ArchiveError, ArchiveWriteError
 
 #: Rule for our entry point names: never an upstream name (two distributions
 #: registering one name are resolved by install order).
 LABEL_SUFFIX = "_archive"
+
+
+install_one_line_errors()
 
 
 def archive_label(upstream: str) -> str:
@@ -50,7 +55,8 @@ class ConfigMismatchError(ArchiveError):
 
 
 class ModelArchiveNotFound(ArchiveError, ModelNotTrained):
-    """The location names an archive that does not exist: train first."""
+    """The location holds no trained model (no archive yet, or ``retrain``
+    without training): train first."""
 
 
 class WrongBackendError(ArchiveError):
@@ -156,6 +162,7 @@ class ArchiveModelContext(ModelContext):
         await self.inner.__aexit__(exc_type, exc_value, traceback)
 
     async def train(self, sources):
+        self.parent.require_writable_location()
         self.parent.trained = True
         return await self.inner.train(sources)
 
@@ -324,11 +331,31 @@ class ArchiveModel(Model):
         if not self.is_archive or self.trained:
             return
         if self.working_copy.manifest is None or self.config.retrain:
-            raise ModelNotTrained(
-                f"{self.config.location}: no trained model archive here, so it "
-                f"cannot {action}: train first (dffml train ... -model-location "
-                f"{self.config.location})"
+            raise ModelArchiveNotFound(
+                self.config.location,
+                f"no trained model archive here, so it cannot {action}",
+                hint=f"train first: dffml train ... -model-location {self.config.location}",
             )
+
+    def require_writable_location(self) -> None:
+        """Refuse to train when the archive could not be saved afterwards:
+        training may take days, and the archive is written when it ends."""
+        if not self.is_archive:
+            return
+        directory = pathlib.Path(os.path.abspath(self.config.location)).parent
+        while not directory.exists():
+            directory = directory.parent
+        if not directory.is_dir():
+            reason = f"{str(directory)!r} is a file, not a directory"
+        elif not os.access(directory, os.W_OK | os.X_OK):
+            reason = f"{str(directory)!r} is not writable"
+        else:
+            return
+        raise ArchiveWriteError(
+            self.config.location,
+            f"the trained model could not be saved here: {reason}",
+            hint="choose a -model-location in a directory you may write to",
+        )
 
     async def __aenter__(self):
         self._depth += 1
@@ -488,6 +515,13 @@ async def load_model(location, **options) -> ArchiveModel:
     only with ``retrain=True``."""
     from ._api import inspect
 
+    if pathlib.Path(location).is_dir():
+        raise ArchiveError(
+            location,
+            "is a directory: load_model() reads an archive file",
+            hint="give the archive's path, or load a directory-located model "
+            "with its entry point and options",
+        )
     info = await inspect(location)
     model_info = info.manifest.model if info.manifest else None
     if not model_info or "entrypoint" not in model_info:

@@ -1,5 +1,6 @@
-"""What the end-to-end tests of the model backends share: test_models_e2e.py,
-test_backends_tabular.py and test_backends_deep.py.
+"""What the end-to-end tests share: those of the model backends
+(test_models_e2e.py, test_backends_tabular.py, test_backends_deep.py) and the
+command-line tests of test_cli.py and test_model_layer.py.
 
 A plain module, not part of a package (see pytest.ini: the name ``tests`` is
 dffml's); conftest.py puts this folder on ``sys.path`` so that those files
@@ -34,6 +35,18 @@ BIN = pathlib.Path(sys.executable).parent
 #: The ``dffml`` console script of the environment running the tests.
 DFFML = str(BIN / "dffml")
 CLI_TIMEOUT = 300
+
+
+
+def without_root_override() -> list:
+    """A command prefix under which file permissions apply, also for root
+    (the tests run as root on the project's machines)."""
+    if os.geteuid() != 0:
+        return []
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        pytest.fail("running as root without setpriv (util-linux): cannot test permissions")
+    return [setpriv, "--bounding-set", "-dac_override,-dac_read_search", "--inh-caps", "-all"]
 
 
 # -- tabular data sets ---------------------------------------------------------

@@ -17,6 +17,8 @@ import pytest
 
 import dffml_archive
 
+from _e2e_helpers import without_root_override
+
 REPO = pathlib.Path(__file__).resolve().parent.parent
 # Not resolved: a virtual environment's python is a symlink to the base one.
 BIN = pathlib.Path(sys.executable).parent
@@ -279,11 +281,136 @@ def test_foreign_archive_warns(tmp_path, model_tree):
         ["extract", "a.zip"],
         ["pack", "d", "a.zip", "--level", "high"],
         ["verify", "a.zip", "--max-members", "many"],
+        ["verify", "a.zip", "--max-size", "-1"],
+        ["extract", "a.zip", "out", "--max-ratio", "0"],
         ["inspect", "a.zip", "--no-such-option"],
     ],
 )
 def test_usage_errors_exit_2(args):
     assert_usage_error(cli(*args))
+
+
+def test_a_limit_of_zero_or_less_from_the_environment_is_one_clear_error(tmp_path, model_tree):
+    archive = tmp_path / "m.zip"
+    assert_ok(cli("pack", model_tree, archive))
+    result = subprocess.run(
+        [sys.executable, "-m", "dffml_archive", "verify", str(archive)],
+        capture_output=True, text=True, env=dict(subprocess_env(), DFFML_ARCHIVE_MAX_SIZE="-3"),
+    )
+    assert_one_error_line(result, "DFFML_ARCHIVE_MAX_SIZE='-3'", "positive")
+
+
+# --------------------------------------------------------------------------
+# paths a user can get wrong: each named, nothing lost
+
+
+def test_an_empty_destination_is_refused_and_nothing_is_deleted(tmp_path, model_tree):
+    archive = tmp_path / "m.zip"
+    assert_ok(cli("pack", model_tree, archive))
+    (tmp_path / "precious.txt").write_text("keep me\n")
+    before = read_tree(tmp_path)
+    # "" is what an unset $DEST gives; it must not mean the current directory.
+    assert_one_error_line(cli("extract", archive, "", "--replace", cwd=str(tmp_path)),
+                          "empty path")
+    assert read_tree(tmp_path) == before
+
+
+def test_replace_refuses_a_destination_that_holds_the_archive(tmp_path, model_tree):
+    work = tmp_path / "work"
+    work.mkdir()
+    archive = work / "m.tar.gz"
+    assert_ok(cli("pack", model_tree, archive))
+    before = read_tree(work)
+    assert_one_error_line(cli("extract", archive, work, "--replace"),
+                          "would delete the archive")
+    assert read_tree(work) == before
+
+
+def test_an_empty_directory_to_pack_is_refused(tmp_path):
+    assert_one_error_line(cli("pack", "", tmp_path / "m.zip", cwd=str(tmp_path)), "empty path")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("command", ["pack", "extract"])
+def test_swapped_arguments_are_named_as_such(tmp_path, model_tree, command):
+    archive = tmp_path / "m.zip"
+    assert_ok(cli("pack", model_tree, archive))
+    before = read_tree(tmp_path)
+    if command == "pack":
+        result, usage = cli("pack", archive, model_tree), "pack DIRECTORY ARCHIVE"
+    else:
+        result, usage = cli("extract", model_tree, archive), "extract ARCHIVE DEST"
+    assert_one_error_line(result, "m.zip", "look swapped", usage)
+    assert read_tree(tmp_path) == before
+
+
+def test_an_archive_path_that_is_a_directory(tmp_path, model_tree):
+    (tmp_path / "dir.zip").mkdir()
+    assert_one_error_line(cli("verify", tmp_path / "dir.zip"), "is a directory, not an archive")
+    assert_one_error_line(cli("pack", model_tree, tmp_path / "dir.zip"),
+                          "is a directory, not an archive")
+    assert sorted(tmp_path.iterdir()) == [tmp_path / "dir.zip", model_tree]  # no temp file left
+
+
+def test_a_file_in_the_archive_path(tmp_path, model_tree):
+    (tmp_path / "plain").write_text("a file\n")
+    assert_one_error_line(cli("pack", model_tree, tmp_path / "plain" / "m.zip"),
+                          "plain", "is a file, not a directory")
+
+
+def cli_as_a_user(*args, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [*without_root_override(), sys.executable, "-m", "dffml_archive", *map(str, args)],
+        capture_output=True, text=True, env=subprocess_env(), timeout=120, **kwargs,
+    )
+
+
+def test_permission_errors_name_the_place_and_never_a_temporary_file(tmp_path, model_tree):
+    archive = tmp_path / "m.zip"
+    assert_ok(cli("pack", model_tree, archive))
+    read_only = tmp_path / "ro"
+    read_only.mkdir()
+    read_only.chmod(0o555)
+    unreadable = tmp_path / "secret.zip"
+    shutil.copy(archive, unreadable)
+    unreadable.chmod(0)
+    try:
+        packed = cli_as_a_user("pack", model_tree, read_only / "x.zip")
+        extracted = cli_as_a_user("extract", archive, read_only / "out")
+        verified = cli_as_a_user("verify", unreadable)
+    finally:
+        read_only.chmod(0o755)
+        unreadable.chmod(0o644)
+    assert_one_error_line(packed, "x.zip", f"cannot write in {str(read_only)!r}",
+                          "permission denied")
+    assert_one_error_line(extracted, "cannot create", "permission denied")
+    assert_one_error_line(verified, "secret.zip: cannot be read: permission denied")
+    for result in (packed, extracted, verified):
+        assert ".partial" not in result.stderr and ".extracting" not in result.stderr
+        assert "damaged" not in result.stderr
+    assert list(read_only.iterdir()) == []
+
+
+def test_output_into_a_closed_pipe_ends_quietly(tmp_path, model_tree):
+    archive = tmp_path / "m.zip"
+    assert_ok(cli("pack", model_tree, archive))
+    reader = subprocess.Popen(
+        [sys.executable, "-m", "dffml_archive", "inspect", str(archive), "--json"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=subprocess_env(),
+    )
+    reader.stdout.close()  # as `| head -0` does: the reader is gone before the output
+    stderr = reader.stderr.read().decode()
+    assert reader.wait(timeout=60) == 141
+    assert "Traceback" not in stderr and "BrokenPipe" not in stderr, stderr
+
+
+def test_the_console_script_calls_itself_by_its_name():
+    script = shutil.which("dffml-archive", path=str(BIN))
+    if script is None:
+        pytest.fail(f"the dffml-archive console script is not installed in {BIN}")
+    result = subprocess.run([script], capture_output=True, text=True, env=subprocess_env())
+    assert_usage_error(result)
+    assert result.stderr.startswith("usage: dffml-archive ")
 
 
 # --------------------------------------------------------------------------

@@ -37,6 +37,8 @@ from dffml_archive.model import (
     load_model,
 )
 
+from _e2e_helpers import without_root_override
+
 DFFML = str(pathlib.Path(sys.executable).with_name("dffml"))
 FORMATS = (".zip", ".tar", ".tar.gz", ".tar.bz2", ".tar.xz", ".tar.zst")
 
@@ -110,20 +112,31 @@ async def trained_slr(work) -> pathlib.Path:
     return location
 
 
-def run_dffml(*args, cwd) -> subprocess.CompletedProcess:
+def run_dffml(*args, cwd, env=None, prefix=()) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [DFFML, *map(str, args)],
+        [*prefix, DFFML, *map(str, args)],
         cwd=str(cwd),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         universal_newlines=True,
         timeout=300,
+        env=None if env is None else dict(os.environ, **env),
     )
 
 
 def last_line(text: str) -> str:
     lines = [line for line in text.strip().splitlines() if line.strip()]
     return lines[-1] if lines else ""
+
+
+def one_line_error(result: subprocess.CompletedProcess) -> str:
+    """Our error as the dffml CLI prints it: status 1, no traceback, the
+    message as the last line (backends may log before it)."""
+    assert result.returncode == 1, f"rc={result.returncode}\n{result.stderr}"
+    assert "Traceback" not in result.stderr, result.stderr
+    line = last_line(result.stderr)
+    assert line.startswith("error: "), line
+    return line
 
 
 # -- public API ----------------------------------------------------------------
@@ -164,8 +177,7 @@ def test_unsupported_extension_through_the_cli(work):
         "-model-predict", "y:float:1", "-model-location", "m.rar",
         "-sources", "f=csv", "-source-filename", "train.csv", cwd=work,
     )
-    assert result.returncode != 0
-    assert "m.rar: unsupported archive extension" in last_line(result.stderr)
+    assert "m.rar: unsupported archive extension" in one_line_error(result)
     assert snapshot(work) == before
 
 
@@ -209,10 +221,47 @@ def test_missing_archive_through_the_cli(work):
         "-model-predict", "y:float:1", "-model-location", "none.tar.gz",
         "-sources", "f=csv", "-source-filename", "predict.csv", cwd=work,
     )
-    assert result.returncode != 0
-    line = last_line(result.stderr)
-    assert "ModelNotTrained" in line and "none.tar.gz" in line and "train first" in line
+    line = one_line_error(result)
+    assert "none.tar.gz" in line and "train first" in line
     assert snapshot(work) == before
+
+
+def test_the_cli_shows_the_traceback_on_request(work):
+    (work / "predict.csv").write_text("x\n2.5\n")
+    command = ("predict", "all", "-model", "slr_archive", "-model-location", "none.tar.gz",
+               "-sources", "f=csv", "-source-filename", "predict.csv")
+    for result in (run_dffml(*command, cwd=work, env={"DFFML_ARCHIVE_TRACEBACK": "1"}),
+                   run_dffml(*command, "-log", "debug", cwd=work)):
+        assert result.returncode == 1
+        assert "Traceback (most recent call last)" in result.stderr
+        assert "ModelArchiveNotFound: none.tar.gz" in result.stderr
+
+
+def test_training_refuses_a_location_it_could_not_save_to(work):
+    (work / "train.csv").write_text("x,y\n" + "".join(f"{x},{2 * x + 1}\n" for x in range(10)))
+    (work / "plain").write_text("a file, not a directory\n")
+    read_only = work / "ro"
+    read_only.mkdir()
+    before = snapshot(work)
+    read_only.chmod(0o555)
+    train = ("train", "-model", "slr_archive", "-model-features", "x:float:1",
+             "-model-predict", "y:float:1", "-sources", "f=csv", "-source-filename", "train.csv")
+    try:
+        in_a_file = run_dffml(*train, "-model-location", "plain/m.tar.gz", cwd=work)
+        read_only_result = run_dffml(*train, "-model-location", "ro/m.tar.gz", cwd=work,
+                                     prefix=without_root_override())
+    finally:
+        read_only.chmod(0o755)
+    assert "is a file, not a directory" in one_line_error(in_a_file)
+    line = one_line_error(read_only_result)
+    assert "ro/m.tar.gz: the trained model could not be saved here" in line
+    assert "is not writable" in line
+    assert snapshot(work) == before
+
+
+async def test_load_model_of_a_directory_says_it_wants_an_archive(work):
+    with pytest.raises(ArchiveError, match="is a directory: load_model"):
+        await load_model(work)
 
 
 async def test_load_model_of_a_missing_archive(work):
@@ -333,9 +382,8 @@ def test_wrong_backend_through_the_cli(work, trained_slr):
         "predict", "all", "-model", "scratchlgrsag_archive", "-model-location", trained_slr,
         "-sources", "f=csv", "-source-filename", "predict.csv", cwd=work,
     )
-    assert result.returncode != 0
-    line = last_line(result.stderr)
-    assert "WrongBackendError" in line and "'slr'" in line and "'scratchlgrsag'" in line
+    line = one_line_error(result)
+    assert "'slr'" in line and "'scratchlgrsag'" in line
     assert snapshot(work) == before
 
 

@@ -1,0 +1,43 @@
+"""One-line errors on the ``dffml`` command line.
+
+dffml's CLI lets every exception out, so a user's mistake (an archive that
+does not exist, options that differ from the stored ones, a read-only
+location) printed 30-60 lines of traceback with our message at the bottom.
+In a ``dffml`` process only, and for our errors only (each names the file or
+option at fault and what to do), the message is printed as one line and the
+process exits with status 1.  ``-log debug`` or ``DFFML_ARCHIVE_TRACEBACK=1``
+keeps the traceback.
+"""
+import logging
+import os
+import sys
+
+from . import _constants as C
+from .errors import ArchiveError
+
+
+def is_dffml_command_line() -> bool:
+    program = sys.argv[0] if sys.argv else ""
+    return os.path.basename(program) == "dffml" or program.endswith(
+        os.path.join("dffml", "__main__.py")
+    )
+
+
+def _wants_traceback() -> bool:
+    return C.tracebacks_wanted() or logging.getLogger().isEnabledFor(logging.DEBUG)
+
+
+def install_one_line_errors() -> None:
+    """Chain an excepthook for our errors (once, and only in ``dffml``)."""
+    if not is_dffml_command_line() or getattr(sys.excepthook, "dffml_archive", False):
+        return
+    previous = sys.excepthook
+
+    def one_line_errors(kind, error, traceback):
+        if issubclass(kind, ArchiveError) and not _wants_traceback():
+            print(f"error: {error}", file=sys.stderr)
+        else:
+            previous(kind, error, traceback)
+
+    one_line_errors.dffml_archive = True
+    sys.excepthook = one_line_errors
