@@ -1,8 +1,8 @@
 """Atomic replacement of a file: write a sibling temp file, fsync, rename.
 
 At any instant the target is either the complete old file or the complete
-new one.  Temp files are named ``.<target>.<random>.partial`` so a later
-successful write (holding the archive lock) can remove leftovers of a crash.
+new one.  Temp files are named ``.<target>.<random>.partial`` so the next write
+(holding the archive lock) removes leftovers of a crash before it starts.
 """
 import contextlib
 import os
@@ -55,10 +55,21 @@ def remove_stale_partials(target: pathlib.Path) -> None:
 @contextlib.contextmanager
 def atomic_write(target):
     """Yield a binary file; on a clean exit it replaces ``target`` atomically
-    (keeping the old file's permissions), on an exception it is removed."""
-    target = pathlib.Path(target)
-    directory = target.parent if str(target.parent) else pathlib.Path(".")
-    with os_errors_as(ArchiveWriteError, target, f"cannot write in {parent_directory(target)!r}"):
+    (keeping the old file's permissions), on an exception it is removed.
+    The caller holds the archive's lock.  A symbolic link stays a link: the
+    file it points to is replaced.  A file made read-only is not replaced."""
+    shown = target
+    target = pathlib.Path(os.path.realpath(target))
+    if os.path.exists(target) and not os.access(target, os.W_OK):
+        raise ArchiveWriteError(
+            shown, "is read-only (its write permission is off), so it was not replaced",
+            hint="make it writable (chmod u+w) to replace it, or write elsewhere",
+        )
+    directory = target.parent
+    # Leftovers of killed writes first: on a nearly full disk they are what
+    # keeps this write from fitting.
+    remove_stale_partials(target)
+    with os_errors_as(ArchiveWriteError, shown, f"cannot write in {parent_directory(target)!r}"):
         fd, temp = tempfile.mkstemp(
             dir=directory, prefix=f".{target.name}.", suffix=PARTIAL_SUFFIX
         )
@@ -72,7 +83,7 @@ def atomic_write(target):
                 mode = 0o666 & ~_current_umask()
             os.fchmod(handle.fileno(), mode)
             os.fsync(handle.fileno())
-        with os_errors_as(ArchiveWriteError, target, "cannot replace the archive"):
+        with os_errors_as(ArchiveWriteError, shown, "cannot replace the archive"):
             os.replace(temp, target)
     except BaseException as error:
         with contextlib.suppress(FileNotFoundError):
@@ -80,8 +91,7 @@ def atomic_write(target):
         if isinstance(error, OSError) and error.errno in WRITE_ERRNOS:
             reason, hint = explain_os_error(error, "cannot write the archive")
             raise ArchiveWriteError(
-                target, f"{reason}; any previous archive is unchanged", hint=hint
+                shown, f"{reason}; any previous archive is unchanged", hint=hint
             ) from error
         raise
     fsync_directory(directory)
-    remove_stale_partials(target)

@@ -3,7 +3,8 @@
 Environment variables (all optional):
 
 ``DFFML_ARCHIVE_CACHE``
-    Root of the cache (extraction cache and lock files).  Default:
+    Root of the cache (extraction cache, lock files, and the ``rescued-*``
+    model directories of sessions whose save failed).  Default:
     ``$XDG_CACHE_HOME/dffml-archive`` or ``~/.cache/dffml-archive``.
 ``DFFML_ARCHIVE_EXTRACT_CACHE``
     ``0`` disables the verified extraction cache used by
@@ -16,6 +17,7 @@ Environment variables (all optional):
 """
 import os
 import pathlib
+import time
 
 #: Name of the manifest member, always the first member of archives we write.
 MANIFEST_NAME = ".dffml-archive-manifest.json"
@@ -77,6 +79,13 @@ def cache_root() -> pathlib.Path:
         os.path.expanduser("~"), ".cache"
     )
     return pathlib.Path(xdg) / "dffml-archive"
+
+
+def rescue_path(archive) -> pathlib.Path:
+    """Where the working directory of a session whose save failed is kept
+    (its model information beside it, as ``<that>.model.json``)."""
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    return cache_root() / f"rescued-{pathlib.Path(archive).name}-{stamp}-{os.getpid()}"
 
 
 def extract_cache_enabled() -> bool:

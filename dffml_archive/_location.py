@@ -20,6 +20,7 @@ import hashlib
 import json
 import os
 import pathlib
+import shlex
 import shutil
 import stat
 import tempfile
@@ -30,7 +31,7 @@ from . import _constants as C
 from ._formats import format_for_path, is_archive_path, looks_like_unsupported_archive
 from ._lock import archive_lock_async
 from ._manifest import Manifest
-from .errors import ArchiveError
+from .errors import ArchiveError, ArchiveWriteError, cache_errors
 from ._safety import sanitized_dir_mode, sanitized_file_mode
 
 
@@ -117,12 +118,13 @@ class _CacheSlot:
     def __init__(self, archive: pathlib.Path, cached: bool):
         key = hashlib.sha256(os.path.realpath(archive).encode("utf-8", "surrogateescape"))
         root = C.cache_root() / "extract"
-        root.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.cached = cached
-        if cached:
-            self.root = root / key.hexdigest()[:32]
-        else:
-            self.root = pathlib.Path(tempfile.mkdtemp(dir=root, prefix="session-"))
+        with cache_errors(archive, root):
+            root.mkdir(parents=True, exist_ok=True, mode=0o700)
+            if cached:
+                self.root = root / key.hexdigest()[:32]
+            else:
+                self.root = pathlib.Path(tempfile.mkdtemp(dir=root, prefix="session-"))
         self.tree = self.root / "tree"
         self.state_file = self.root / "state.json"
 
@@ -277,6 +279,35 @@ async def _leave(slot: _CacheSlot, copy: WorkingCopy) -> None:
             await _in_thread(slot.save_state, copy.archive, manifest)
 
 
+def _rescue(slot: _CacheSlot, copy: WorkingCopy) -> Optional[pathlib.Path]:
+    """Move the tree of a session whose save failed out of the cache (a full
+    disk must not cost a training run), with its model information beside
+    it.  A rename needs no free space; None if even that fails."""
+    target = C.rescue_path(copy.archive)
+    try:
+        os.rename(slot.tree, target)
+    except OSError:
+        return None
+    if copy.model is not None:
+        with contextlib.suppress(OSError):
+            target.with_name(target.name + ".model.json").write_text(json.dumps(copy.model))
+    return target
+
+
+def _save_failed(error: Exception, archive, rescued: pathlib.Path) -> ArchiveError:
+    """``error``, telling where the unsaved model is and how to save it."""
+    information = rescued.with_name(rescued.name + ".model.json")
+    command = f"python -m dffml_archive pack {shlex.quote(str(rescued))} {shlex.quote(str(archive))}"
+    if information.exists():
+        command += f" --model {shlex.quote(str(information))}"
+    keep = f"the unsaved model directory is kept at {str(rescued)!r}"
+    hint = f"then save it with: {command}"
+    if isinstance(error, ArchiveError):
+        hint = f"{error.hint}; {hint}" if error.hint else hint
+        return type(error)(error.archive, f"{error.reason}; {keep}", member=error.member, hint=hint)
+    return ArchiveWriteError(archive, f"could not be saved ({error}); {keep}", hint=hint)
+
+
 @contextlib.asynccontextmanager
 async def archive_location(location, *, limits=None):
     """``async with archive_location(path) as copy:`` work in ``copy.directory``.
@@ -316,6 +347,12 @@ async def archive_location(location, *, limits=None):
         else:
             try:
                 await _leave(slot, copy)
+            except Exception as error:
+                rescued = await asyncio.shield(_in_thread(_rescue, slot, copy))
+                await asyncio.shield(_in_thread(slot.discard))
+                if rescued is None:
+                    raise
+                raise _save_failed(error, path, rescued) from error
             except BaseException:
                 await asyncio.shield(_in_thread(slot.discard))
                 raise

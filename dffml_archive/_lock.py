@@ -13,19 +13,22 @@ import os
 import threading
 
 from . import _constants as C
+from .errors import cache_errors
 
 _registry_guard = threading.Lock()
 _locks = {}  # lock file path -> _ArchiveLock
 
 
 class _ArchiveLock:
-    def __init__(self, path: str):
+    def __init__(self, path: str, archive):
         self.path = path
+        self.archive = archive  # for messages
         self.mutex = threading.Lock()
         self.fd = None
 
     def _open(self) -> int:
-        return os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        with cache_errors(self.archive, os.path.dirname(self.path)):
+            return os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
 
     def acquire(self) -> None:
         self.mutex.acquire()
@@ -71,10 +74,11 @@ def _lock_for(archive) -> _ArchiveLock:
     real = os.path.realpath(os.fspath(archive))
     digest = hashlib.sha256(real.encode("utf-8", "surrogateescape")).hexdigest()
     directory = C.cache_root() / "locks"
-    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with cache_errors(archive, directory):
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     path = str(directory / f"{digest[:32]}.lock")
     with _registry_guard:
-        return _locks.setdefault(path, _ArchiveLock(path))
+        return _locks.setdefault(path, _ArchiveLock(path, archive))
 
 
 @contextlib.contextmanager

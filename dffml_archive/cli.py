@@ -99,6 +99,9 @@ def build_parser(prog="python -m dffml_archive") -> argparse.ArgumentParser:
     pack.add_argument("directory", metavar="DIRECTORY")
     pack.add_argument("archive", metavar="ARCHIVE", help="format from the extension")
     pack.add_argument("--level", type=int, help="compression level (codec default if omitted)")
+    pack.add_argument("--model", metavar="JSON_FILE",
+                      help="model information to store in the manifest (what a model "
+                      "session whose save failed leaves beside its kept directory)")
 
     extract = commands.add_parser("extract", help="extract ARCHIVE into DEST (created if missing)")
     extract.add_argument("archive", metavar="ARCHIVE")
@@ -149,12 +152,29 @@ def _refuse_swapped(source: str, destination: str, usage: str) -> None:
     raise ArchiveError(culprit, "the arguments look swapped", hint=f"the order is: {usage}")
 
 
+def _read_model_information(path: str) -> dict:
+    import json
+
+    from .errors import ArchiveError
+
+    try:
+        with open(path, encoding="utf-8") as handle:
+            model = json.load(handle)
+    except (OSError, ValueError) as error:
+        raise ArchiveError(path, f"cannot read model information ({error})",
+                           hint="give the JSON file of --model") from None
+    if not isinstance(model, dict):
+        raise ArchiveError(path, "model information must be a JSON object",
+                           hint="give the JSON file of --model")
+    return model
+
+
 def _run_pack(args, job):
     from ._pack import pack_directory
 
     _refuse_swapped(args.directory, args.archive, "pack DIRECTORY ARCHIVE")
-
-    manifest = pack_directory(args.directory, args.archive, level=args.level, job=job)
+    model = _read_model_information(args.model) if args.model else None
+    manifest = pack_directory(args.directory, args.archive, model=model, level=args.level, job=job)
     files = sum(1 for member in manifest.members if member.type == "file")
     return f"packed {files} file(s) ({_human(manifest.total_size)}) into {args.archive}"
 

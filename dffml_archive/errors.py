@@ -80,13 +80,22 @@ def explain_os_error(error: OSError, doing: str, reading: bool = False):
 
 
 @contextlib.contextmanager
-def os_errors_as(error_class, subject, doing: str):
-    """Raise an OSError from inside as ``error_class(subject, ...)``."""
+def os_errors_as(error_class, subject, doing: str, hint: str = None):
+    """Raise an OSError from inside as ``error_class(subject, ...)`` (with
+    ``hint`` instead of the usual advice, when given)."""
     try:
         yield
     except OSError as error:
-        reason, hint = explain_os_error(error, doing)
-        raise error_class(subject, reason, hint=hint) from error
+        reason, usual_hint = explain_os_error(error, doing)
+        raise error_class(subject, reason, hint=hint or usual_hint) from error
+
+
+def cache_errors(subject, directory):
+    """OSErrors while using the cache at ``directory``, said as such."""
+    return os_errors_as(
+        ArchiveError, subject, f"cannot use the cache directory {str(directory)!r}",
+        hint="set DFFML_ARCHIVE_CACHE to a writable directory",
+    )
 
 
 def parent_directory(path) -> str:

@@ -342,19 +342,22 @@ class ArchiveModel(Model):
         training may take days, and the archive is written when it ends."""
         if not self.is_archive:
             return
-        directory = pathlib.Path(os.path.abspath(self.config.location)).parent
+        archive = pathlib.Path(os.path.realpath(self.config.location))
+        directory = archive.parent
         while not directory.exists():
             directory = directory.parent
+        elsewhere = "choose a -model-location in a directory you may write to"
         if not directory.is_dir():
-            reason = f"{str(directory)!r} is a file, not a directory"
+            reason, hint = f"{str(directory)!r} is a file, not a directory", elsewhere
         elif not os.access(directory, os.W_OK | os.X_OK):
-            reason = f"{str(directory)!r} is not writable"
+            reason, hint = f"{str(directory)!r} is not writable", elsewhere
+        elif archive.exists() and not os.access(archive, os.W_OK):
+            reason, hint = "the archive is read-only", "chmod u+w it to allow replacing it"
         else:
             return
         raise ArchiveWriteError(
-            self.config.location,
-            f"the trained model could not be saved here: {reason}",
-            hint="choose a -model-location in a directory you may write to",
+            self.config.location, f"the trained model could not be saved here: {reason}",
+            hint=hint,
         )
 
     async def __aenter__(self):

@@ -10,9 +10,11 @@ between writes.
 import asyncio
 import dataclasses
 import hashlib
+import json
 import os
 import pathlib
 import queue
+import shlex
 import signal
 import subprocess
 import sys
@@ -24,6 +26,8 @@ import pytest
 
 import dffml_archive as da
 from dffml_archive import archive_location
+
+from _e2e_helpers import without_root_override
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 FILES_PER_TREE = 3
@@ -384,3 +388,91 @@ async def test_rewrite_keeps_the_archive_permissions(tmp_path):
         assert archive.stat().st_mode & 0o777 == 0o600
     finally:
         os.umask(old_umask)
+
+
+_SAVE_THAT_DOES_NOT_FIT = textwrap.dedent(
+    """
+    import asyncio, json, os, resource, signal, sys
+    import dffml_archive
+
+    async def main(archive):
+        async with dffml_archive.archive_location(archive) as copy:
+            (copy.directory / "weights.bin").write_bytes(os.urandom(2 << 20))
+            copy.model = {"entrypoint": "slr_archive", "config": {"note": "kept"}}
+            # From here no file may grow past 1 MiB: the archive cannot be written
+            # (EFBIG, as a full disk gives ENOSPC), the tree already is.
+            signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+            resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20))
+
+    try:
+        asyncio.run(main(sys.argv[1]))
+    except dffml_archive.ArchiveWriteError as error:
+        print(json.dumps({"error": str(error), "type": type(error).__name__}))
+    """
+)
+
+
+def test_a_save_that_does_not_fit_keeps_the_model_and_says_how_to_save_it(tmp_path):
+    archive = tmp_path / "model.tar"
+    stale = tmp_path / ".model.tar.k1l2m3n4.partial"  # a killed writer's, 1 MiB
+    stale.write_bytes(bytes(1 << 20))
+    child = subprocess.run(
+        [sys.executable, "-c", _SAVE_THAT_DOES_NOT_FIT, str(archive)],
+        capture_output=True, text=True, env=subprocess_env(), timeout=120,
+    )
+    assert child.returncode == 0, child.stderr
+    report = json.loads(child.stdout.strip().splitlines()[-1])
+    message = report["error"]
+    assert report["type"] == "ArchiveWriteError"
+    assert "model.tar: cannot write the archive" in message and "previous archive" in message
+    assert not archive.exists() and partials(tmp_path, archive.name) == []
+    assert not stale.exists(), "a killed writer's leftover must go before writing"
+    # The message names the kept directory and the command that saves it.
+    command = message.split("then save it with: ", 1)[1].rstrip(")")
+    kept = pathlib.Path(shlex.split(command)[4])
+    assert "kept at" in message and str(kept) in message
+    assert (kept / "weights.bin").stat().st_size == 2 << 20
+    assert shlex.split(command)[:4] == ["python", "-m", "dffml_archive", "pack"]
+    saved = subprocess.run([sys.executable, *shlex.split(command)[1:]],
+                           capture_output=True, text=True, env=subprocess_env(), timeout=120)
+    assert saved.returncode == 0, saved.stderr
+    manifest = asyncio.run(da.verify(archive))
+    assert [m.path for m in manifest.members] == ["weights.bin"]
+    assert manifest.model == {"entrypoint": "slr_archive", "config": {"note": "kept"}}
+
+
+def test_a_read_only_archive_is_not_replaced(tmp_path):
+    source = tmp_path / "src"
+    source.mkdir()
+    (source / "f").write_text("new\n")
+    archive = tmp_path / "model.zip"
+    asyncio.run(da.pack(tmp_path / "src", archive))
+    before = archive.read_bytes()
+    (source / "f").write_text("newer\n")
+    archive.chmod(0o444)
+    result = subprocess.run(
+        [*without_root_override(), sys.executable, "-m", "dffml_archive", "pack", str(source),
+         str(archive)],
+        capture_output=True, text=True, env=subprocess_env(), timeout=120,
+    )
+    assert result.returncode == 1
+    assert "model.zip: is read-only" in result.stderr and "chmod u+w" in result.stderr
+    assert archive.read_bytes() == before
+    assert partials(tmp_path, archive.name) == []
+
+
+async def test_a_symbolic_link_to_an_archive_stays_a_link(tmp_path):
+    source = tmp_path / "src"
+    source.mkdir()
+    (source / "f").write_text("v1\n")
+    target = tmp_path / "v1.tar.gz"
+    await da.pack(source, target)
+    link = tmp_path / "current.tar.gz"
+    link.symlink_to(target.name)
+    async with archive_location(link) as copy:
+        (copy.directory / "f").write_text("v1, retrained\n")
+    assert link.is_symlink() and os.readlink(link) == target.name
+    extracted = tmp_path / "out"
+    await da.extract(target, extracted)
+    assert (extracted / "f").read_text() == "v1, retrained\n"
+    assert partials(tmp_path, link.name) == [] and partials(tmp_path, target.name) == []
