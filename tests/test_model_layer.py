@@ -259,6 +259,20 @@ def test_training_refuses_a_location_it_could_not_save_to(work):
     assert snapshot(work) == before
 
 
+def test_training_refuses_to_replace_a_read_only_archive(work, trained_slr):
+    (work / "train.csv").write_text("x,y\n" + "".join(f"{x},{3 * x}\n" for x in range(10)))
+    trained_slr.chmod(0o444)
+    before = snapshot(work)
+    result = run_dffml(
+        "train", "-model", "slr_archive", "-model-features", "x:float:1",
+        "-model-predict", "y:float:1", "-model-retrain", "-model-location", trained_slr.name,
+        "-sources", "f=csv", "-source-filename", "train.csv", cwd=work,
+        prefix=without_root_override(),
+    )
+    assert "the archive is read-only (chmod u+w" in one_line_error(result)
+    assert snapshot(work) == before
+
+
 async def test_load_model_of_a_directory_says_it_wants_an_archive(work):
     with pytest.raises(ArchiveError, match="is a directory: load_model"):
         await load_model(work)
