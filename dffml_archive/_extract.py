@@ -6,6 +6,7 @@ content matched the manifest, so a failure leaves the destination as it was.
 Verification runs the same loop with a sink that writes nothing.
 """
 import contextlib
+import ctypes
 import dataclasses
 import errno
 import hashlib
@@ -36,6 +37,7 @@ from .errors import (
     DestinationError,
     UnsafeArchiveError,
     UnverifiedArchiveWarning,
+    explain_os_error,
     os_errors_as,
 )
 
@@ -61,16 +63,20 @@ class _DiskSink:
     """Writes members below ``root``, a fresh directory only we have touched:
     names are already clean and no links exist, so nothing can escape it."""
 
-    def __init__(self, archive, root):
+    def __init__(self, archive, root, shown_root):
         self.archive = archive
         self.root = root
+        self.shown_root = shown_root  # the destination as the user knows it
         self._made = {""}
         self._dir_modes = {}
 
     def _ensure_parent(self, name):
         parent = name.rpartition("/")[0]
         if parent not in self._made:
-            os.makedirs(os.path.join(self.root, parent), mode=C.OWNER_DIR_BITS, exist_ok=True)
+            try:
+                os.makedirs(os.path.join(self.root, parent), mode=C.OWNER_DIR_BITS, exist_ok=True)
+            except OSError as error:
+                raise self._write_error(parent, error) from None
             while parent not in self._made:
                 self._made.add(parent)
                 parent = parent.rpartition("/")[0]
@@ -94,12 +100,12 @@ class _DiskSink:
             raise self._write_error(name, error) from None
 
     def _write_error(self, name, error):
-        return DestinationError(
-            self.archive,
-            f"cannot write {os.path.join(self.root, name)!r}: {error.strerror or error}",
-            member=name,
-            hint="check free space and permissions of the destination",
-        )
+        reason, hint = explain_os_error(error, f"cannot write it into {str(self.shown_root)!r}")
+        cache = os.fspath(C.cache_root())
+        if (os.fspath(self.shown_root) + os.sep).startswith(cache + os.sep):
+            hint = (f"the extraction cache is in {cache!r}: free space there, "
+                    "or set DFFML_ARCHIVE_CACHE")
+        return DestinationError(self.archive, reason, member=name, hint=hint)
 
     def finish(self):
         # Deepest first, so a read-only parent never blocks its children.
@@ -266,6 +272,24 @@ def _is_within(path, directory: pathlib.Path) -> bool:
     return (real + os.sep).startswith(os.path.realpath(directory) + os.sep)
 
 
+_AT_FDCWD, _RENAME_EXCHANGE = -100, 2
+
+
+def _exchange(first: str, second: str) -> bool:
+    """Swap two paths in one step (Linux ``renameat2(RENAME_EXCHANGE)``);
+    False where the system or file system cannot."""
+    renameat2 = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)
+    if renameat2 is None:
+        return False
+    if renameat2(_AT_FDCWD, os.fsencode(first), _AT_FDCWD, os.fsencode(second),
+                 _RENAME_EXCHANGE) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+        return False
+    raise OSError(code, os.strerror(code), second)
+
+
 def _move_into_place(archive, stage: str, destination: pathlib.Path, replace: bool):
     try:
         os.rename(stage, destination)  # also replaces an empty directory
@@ -275,6 +299,11 @@ def _move_into_place(archive, stage: str, destination: pathlib.Path, replace: bo
             raise DestinationError(
                 archive, f"cannot move the extracted tree to {str(destination)!r}: {error}"
             ) from None
+    # Swapped in one step, the destination never goes missing, even if the
+    # process dies here; the old tree is then at ``stage``.
+    if _exchange(stage, os.fspath(destination)):
+        shutil.rmtree(stage, ignore_errors=True)
+        return
     backup = tempfile.mkdtemp(dir=destination.parent, prefix=f".{destination.name}.", suffix=".old")
     os.rename(destination, os.path.join(backup, "tree"))
     os.rename(stage, destination)
@@ -309,7 +338,7 @@ def extract_archive(
         _remove_empty(created)
         raise
     try:
-        sink = _DiskSink(archive, stage)
+        sink = _DiskSink(archive, stage, destination)
         manifest = read_archive(archive, limits, sink, job)
         sink.finish()
         if not private:

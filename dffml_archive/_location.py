@@ -112,6 +112,31 @@ def _normalized_json(value) -> str:
     return json.dumps(value, sort_keys=True, default=str)
 
 
+#: Uncached sessions work in ``extract/session-<pid>-<random>``.
+_SESSION_PREFIX = "session-"
+
+
+def _process_is_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
+def _remove_sessions_of_dead_processes(root: pathlib.Path) -> None:
+    """A process killed mid-session leaves its working tree behind (with
+    the cache on, the next session reuses its slot; without, nothing would)."""
+    for entry in os.scandir(root):
+        if not entry.name.startswith(_SESSION_PREFIX):
+            continue
+        pid = entry.name[len(_SESSION_PREFIX):].split("-", 1)[0]
+        if pid.isdigit() and not _process_is_alive(int(pid)):
+            shutil.rmtree(entry.path, ignore_errors=True)
+
+
 class _CacheSlot:
     """One archive's slot in the extraction cache: ``tree/`` + ``state.json``."""
 
@@ -124,7 +149,10 @@ class _CacheSlot:
             if cached:
                 self.root = root / key.hexdigest()[:32]
             else:
-                self.root = pathlib.Path(tempfile.mkdtemp(dir=root, prefix="session-"))
+                _remove_sessions_of_dead_processes(root)
+                self.root = pathlib.Path(
+                    tempfile.mkdtemp(dir=root, prefix=f"{_SESSION_PREFIX}{os.getpid()}-")
+                )
         self.tree = self.root / "tree"
         self.state_file = self.root / "state.json"
 

@@ -476,3 +476,39 @@ async def test_a_symbolic_link_to_an_archive_stays_a_link(tmp_path):
     await da.extract(target, extracted)
     assert (extracted / "f").read_text() == "v1, retrained\n"
     assert partials(tmp_path, link.name) == [] and partials(tmp_path, target.name) == []
+
+
+_ENTER_WITH_A_FULL_CACHE = textwrap.dedent(
+    """
+    import asyncio, json, resource, signal, sys
+    import dffml_archive
+
+    async def main(archive):
+        async with dffml_archive.archive_location(archive):
+            pass
+
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20))  # no file past 1 MiB
+    try:
+        asyncio.run(main(sys.argv[1]))
+    except dffml_archive.DestinationError as error:
+        print(json.dumps({"error": str(error)}))
+    """
+)
+
+
+async def test_a_full_cache_is_named_as_the_cache(tmp_path):
+    source = tmp_path / "src"
+    (source / "weights").mkdir(parents=True)
+    (source / "weights" / "w.bin").write_bytes(os.urandom(2 << 20))
+    archive = tmp_path / "model.tar.gz"
+    await da.pack(source, archive)
+    child = subprocess.run(
+        [sys.executable, "-c", _ENTER_WITH_A_FULL_CACHE, str(archive)],
+        capture_output=True, text=True, env=subprocess_env(), timeout=120,
+    )
+    assert child.returncode == 0, child.stderr
+    message = json.loads(child.stdout.strip().splitlines()[-1])["error"]
+    assert "member 'weights/w.bin'" in message and "the extraction cache is in" in message
+    assert "DFFML_ARCHIVE_CACHE" in message
+    assert ".extracting" not in message and "damaged" not in message

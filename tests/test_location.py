@@ -546,6 +546,20 @@ async def test_same_size_change_with_unchanged_mtime_inside_context_is_saved(pac
     assert members["weights/layer0.bin"] == expected, "the change was silently dropped"
 
 
+async def test_a_killed_session_s_tree_is_removed_by_the_next_session(packed, tmp_path,
+                                                                       no_extract_cache):
+    finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                              capture_output=True, text=True, check=True)
+    dead_pid = int(finished.stdout)  # that process has exited
+    extract = tmp_path / "cache" / "extract"  # DFFML_ARCHIVE_CACHE (conftest)
+    (extract / f"session-{dead_pid}-abcd1234" / "tree").mkdir(parents=True)
+    alive = extract / f"session-{os.getppid()}-efgh5678"  # pytest's parent lives on
+    (alive / "tree").mkdir(parents=True)
+    async with archive_location(packed):
+        pass
+    assert sorted(path.name for path in extract.iterdir()) == [alive.name]
+
+
 async def test_disabled_cache_keeps_no_slot(packed, tmp_path, no_extract_cache):
     async with archive_location(packed) as copy:
         unchanged = copy.directory

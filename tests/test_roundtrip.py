@@ -432,6 +432,23 @@ async def test_extract_replace_replaces_whole_tree(small_archive, tmp_path):
     assert leftovers(tmp_path) == []
 
 
+def test_replacing_swaps_the_trees_in_one_step(tmp_path):
+    """extract --replace swaps the new tree in with one renameat2 call, so the
+    destination never goes missing (with two renames, a process killed
+    between them left none).  Linux >= 3.15 on ext4/tmpfs has it."""
+    from dffml_archive._extract import _exchange
+
+    (tmp_path / "new").mkdir()
+    (tmp_path / "new" / "n").write_text("new\n")
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "o").write_text("old\n")
+    assert _exchange(str(tmp_path / "new"), str(tmp_path / "old"))
+    assert sorted(os.listdir(tmp_path / "old")) == ["n"]
+    assert sorted(os.listdir(tmp_path / "new")) == ["o"]
+    with pytest.raises(FileNotFoundError):
+        _exchange(str(tmp_path / "missing"), str(tmp_path / "old"))
+
+
 async def test_extract_onto_a_file_is_refused(small_archive, tmp_path):
     archive, _ = small_archive
     destination = tmp_path / "a-file"
