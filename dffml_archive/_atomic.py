@@ -43,13 +43,21 @@ def remove_stale_partials(target: pathlib.Path) -> None:
         entries = list(os.scandir(target.parent))
     except FileNotFoundError:
         return
+    me = os.geteuid()
     for entry in entries:
-        if (
-            pattern.fullmatch(entry.name)
-            and entry.is_file(follow_symlinks=False)
-        ):
-            with contextlib.suppress(FileNotFoundError):
+        if not pattern.fullmatch(entry.name) or not entry.is_file(follow_symlinks=False):
+            continue
+        # Best effort, and only our own: another user's file (a shared or
+        # sticky directory) is theirs, possibly a live write under their lock.
+        with contextlib.suppress(OSError):
+            if entry.stat(follow_symlinks=False).st_uid == me:
                 os.unlink(entry.path)
+
+
+def is_writable(path) -> bool:
+    """Write permission, and at least one write bit: ``chmod a-w`` protects
+    a file from root as well."""
+    return os.access(path, os.W_OK) and bool(os.stat(path).st_mode & 0o222)
 
 
 @contextlib.contextmanager
@@ -60,7 +68,7 @@ def atomic_write(target):
     file it points to is replaced.  A file made read-only is not replaced."""
     shown = target
     target = pathlib.Path(os.path.realpath(target))
-    if os.path.exists(target) and not os.access(target, os.W_OK):
+    if os.path.exists(target) and not is_writable(target):
         raise ArchiveWriteError(
             shown, "is read-only (its write permission is off), so it was not replaced",
             hint="make it writable (chmod u+w) to replace it, or write elsewhere",

@@ -17,6 +17,7 @@ Environment variables (all optional):
 """
 import os
 import pathlib
+import secrets
 import time
 
 #: Name of the manifest member, always the first member of archives we write.
@@ -73,8 +74,8 @@ def default_max_ratio():
 
 def cache_root() -> pathlib.Path:
     explicit = os.environ.get("DFFML_ARCHIVE_CACHE")
-    if explicit:
-        return pathlib.Path(explicit)
+    if explicit:  # absolute: paths in messages and commands must work anywhere
+        return pathlib.Path(os.path.abspath(explicit))
     xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join(
         os.path.expanduser("~"), ".cache"
     )
@@ -85,7 +86,8 @@ def rescue_path(archive) -> pathlib.Path:
     """Where the working directory of a session whose save failed is kept
     (its model information beside it, as ``<that>.model.json``)."""
     stamp = time.strftime("%Y%m%dT%H%M%S")
-    return cache_root() / f"rescued-{pathlib.Path(archive).name}-{stamp}-{os.getpid()}"
+    unique = secrets.token_hex(4)
+    return cache_root() / f"rescued-{pathlib.Path(archive).name}-{stamp}-{unique}"
 
 
 def extract_cache_enabled() -> bool:

@@ -301,7 +301,9 @@ def _move_into_place(archive, stage: str, destination: pathlib.Path, replace: bo
             ) from None
     # Swapped in one step, the destination never goes missing, even if the
     # process dies here; the old tree is then at ``stage``.
-    if _exchange(stage, os.fspath(destination)):
+    with os_errors_as(DestinationError, archive, f"cannot replace {str(destination)!r}"):
+        exchanged = _exchange(stage, os.fspath(destination))
+    if exchanged:
         shutil.rmtree(stage, ignore_errors=True)
         return
     backup = tempfile.mkdtemp(dir=destination.parent, prefix=f".{destination.name}.", suffix=".old")

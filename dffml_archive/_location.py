@@ -15,6 +15,8 @@ import asyncio
 import contextlib
 import contextvars
 import dataclasses
+import errno
+import fcntl
 import functools
 import hashlib
 import json
@@ -31,7 +33,7 @@ from . import _constants as C
 from ._formats import format_for_path, is_archive_path, looks_like_unsupported_archive
 from ._lock import archive_lock_async
 from ._manifest import Manifest
-from .errors import ArchiveError, ArchiveWriteError, cache_errors
+from .errors import ArchiveError, ArchiveWriteError, cache_errors, explain_os_error
 from ._safety import sanitized_dir_mode, sanitized_file_mode
 
 
@@ -112,29 +114,41 @@ def _normalized_json(value) -> str:
     return json.dumps(value, sort_keys=True, default=str)
 
 
-#: Uncached sessions work in ``extract/session-<pid>-<random>``.
+#: Uncached sessions work in ``extract/session-<random>``, each holding an
+#: ``flock`` on its directory for as long as it lives.
 _SESSION_PREFIX = "session-"
+#: A session directory younger than this is never judged (its owner may not
+#: have locked it yet).
+_SESSION_GRACE_SECONDS = 60
 
 
-def _process_is_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, another user's
-        return True
-    return True
+def _lock_session(directory: str) -> int:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    return fd
 
 
-def _remove_sessions_of_dead_processes(root: pathlib.Path) -> None:
-    """A process killed mid-session leaves its working tree behind (with
-    the cache on, the next session reuses its slot; without, nothing would)."""
+def _remove_abandoned_sessions(root: pathlib.Path) -> None:
+    """A process killed mid-session leaves its working tree behind (with the
+    cache on, the next session reuses its slot; without, nothing would).  A
+    directory whose lock is free has no live owner: a lock, unlike a pid,
+    holds across pid namespaces (containers) and pid reuse."""
     for entry in os.scandir(root):
         if not entry.name.startswith(_SESSION_PREFIX):
             continue
-        pid = entry.name[len(_SESSION_PREFIX):].split("-", 1)[0]
-        if pid.isdigit() and not _process_is_alive(int(pid)):
-            shutil.rmtree(entry.path, ignore_errors=True)
+        try:
+            if time.time() - entry.stat().st_mtime < _SESSION_GRACE_SECONDS:
+                continue
+            fd = os.open(entry.path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            continue  # alive
+        finally:
+            os.close(fd)
+        shutil.rmtree(entry.path, ignore_errors=True)
 
 
 class _CacheSlot:
@@ -146,13 +160,13 @@ class _CacheSlot:
         self.cached = cached
         with cache_errors(archive, root):
             root.mkdir(parents=True, exist_ok=True, mode=0o700)
+            self._session_lock = None
             if cached:
                 self.root = root / key.hexdigest()[:32]
             else:
-                _remove_sessions_of_dead_processes(root)
-                self.root = pathlib.Path(
-                    tempfile.mkdtemp(dir=root, prefix=f"{_SESSION_PREFIX}{os.getpid()}-")
-                )
+                _remove_abandoned_sessions(root)
+                self.root = pathlib.Path(tempfile.mkdtemp(dir=root, prefix=_SESSION_PREFIX))
+                self._session_lock = _lock_session(self.root)
         self.tree = self.root / "tree"
         self.state_file = self.root / "state.json"
 
@@ -200,11 +214,29 @@ class _CacheSlot:
         return manifest
 
     def reset(self) -> None:
-        shutil.rmtree(self.root, ignore_errors=True)
+        """Empty the slot, keeping its directory (a session's lock is on it)."""
         self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        for entry in os.scandir(self.root):
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path, ignore_errors=True)
+            else:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(entry.path)
+
+    def save_state_if_possible(self, archive, manifest: Manifest) -> None:
+        """Best effort: without a state (a full cache disk), the next session
+        finds the slot stale and extracts again."""
+        try:
+            self.save_state(archive, manifest)
+        except OSError:
+            with contextlib.suppress(OSError):
+                self.state_file.unlink()
 
     def discard(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)
+        if self._session_lock is not None:
+            os.close(self._session_lock)
+            self._session_lock = None
 
 
 def _racy_files(state: dict):
@@ -271,7 +303,7 @@ async def _enter(archive: pathlib.Path, limits) -> tuple:
             manifest = await extract_for_location(archive, slot.tree, limits)
             await _in_thread(os.chmod, slot.tree, 0o700)
             if slot.cached:
-                await _in_thread(slot.save_state, archive, manifest)
+                await _in_thread(slot.save_state_if_possible, archive, manifest)
         except BaseException:
             await asyncio.shield(_in_thread(slot.discard))
             raise
@@ -293,7 +325,7 @@ def _needs_saving(slot: _CacheSlot, copy: WorkingCopy) -> bool:
         # Same content under new stats (slr, for one, rewrites its file on
         # every exit): record them, or the next session would find the cache
         # stale and extract and verify the whole archive again.
-        slot.save_state(copy.archive, copy.manifest)
+        slot.save_state_if_possible(copy.archive, copy.manifest)
     return False
 
 
@@ -301,20 +333,33 @@ async def _leave(slot: _CacheSlot, copy: WorkingCopy) -> None:
     if await _in_thread(_needs_saving, slot, copy):
         from .operations import pack_for_location  # only when saving
 
-        manifest = await pack_for_location(slot.tree, copy.archive, copy.model)
+        try:
+            manifest = await pack_for_location(slot.tree, copy.archive, copy.model)
+        except (ArchiveError, OSError) as error:
+            rescued = await asyncio.shield(_in_thread(_rescue, slot, copy))
+            if rescued is None:
+                raise
+            raise _save_failed(error, copy.archive, rescued) from error
         copy.manifest = manifest
         if slot.cached:
-            await _in_thread(slot.save_state, copy.archive, manifest)
+            await _in_thread(slot.save_state_if_possible, copy.archive, manifest)
 
 
 def _rescue(slot: _CacheSlot, copy: WorkingCopy) -> Optional[pathlib.Path]:
     """Move the tree of a session whose save failed out of the cache (a full
     disk must not cost a training run), with its model information beside
     it.  A rename needs no free space; None if even that fails."""
-    target = C.rescue_path(copy.archive)
-    try:
-        os.rename(slot.tree, target)
-    except OSError:
+    for _ in range(10):
+        target = C.rescue_path(copy.archive)
+        try:
+            os.rename(slot.tree, target)
+            break
+        except FileExistsError:  # or ENOTEMPTY: another rescue's name
+            continue
+        except OSError as error:
+            if error.errno != errno.ENOTEMPTY:
+                return None
+    else:
         return None
     if copy.model is not None:
         with contextlib.suppress(OSError):
@@ -333,7 +378,9 @@ def _save_failed(error: Exception, archive, rescued: pathlib.Path) -> ArchiveErr
     if isinstance(error, ArchiveError):
         hint = f"{error.hint}; {hint}" if error.hint else hint
         return type(error)(error.archive, f"{error.reason}; {keep}", member=error.member, hint=hint)
-    return ArchiveWriteError(archive, f"could not be saved ({error}); {keep}", hint=hint)
+    reason, usual_hint = explain_os_error(error, "could not be saved")
+    hint = f"{usual_hint}; {hint}" if usual_hint else hint
+    return ArchiveWriteError(archive, f"{reason}; {keep}", hint=hint)
 
 
 @contextlib.asynccontextmanager
@@ -375,12 +422,6 @@ async def archive_location(location, *, limits=None):
         else:
             try:
                 await _leave(slot, copy)
-            except Exception as error:
-                rescued = await asyncio.shield(_in_thread(_rescue, slot, copy))
-                await asyncio.shield(_in_thread(slot.discard))
-                if rescued is None:
-                    raise
-                raise _save_failed(error, path, rescued) from error
             except BaseException:
                 await asyncio.shield(_in_thread(slot.discard))
                 raise

@@ -330,7 +330,7 @@ def pack_directory(
             archive, "is a directory, not an archive file",
             hint="name a new archive file: pack takes DIRECTORY, then ARCHIVE",
         )
-    inside = os.path.realpath(os.path.dirname(os.path.abspath(archive)))
+    inside = os.path.dirname(os.path.realpath(archive))  # where a link's file is written
     if (inside + os.sep).startswith(os.path.realpath(directory) + os.sep):
         raise ArchiveSourceError(
             archive,

@@ -274,6 +274,10 @@ def main(argv=None, prog=None) -> int:
     except BrokenPipeError:  # the reader left (``| head``): stop quietly, as cat does
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_BROKEN_PIPE
+    except OSError as error:  # e.g. > /dev/full
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        print(f"error: cannot write the output: {error.strerror or error}", file=sys.stderr)
+        return EXIT_FAILED
     return EXIT_OK
 
 

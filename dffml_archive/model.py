@@ -31,6 +31,7 @@ from dffml import Feature, Features, Model, ModelContext, entrypoint, field, mak
 from dffml.model.model import ModelNotTrained
 from dffml.util.data import export_dict
 
+from ._atomic import is_writable
 from ._dffml_cli import install_one_line_errors
 from ._formats import is_archive_path
 from ._location import archive_location
@@ -351,7 +352,7 @@ class ArchiveModel(Model):
             reason, hint = f"{str(directory)!r} is a file, not a directory", elsewhere
         elif not os.access(directory, os.W_OK | os.X_OK):
             reason, hint = f"{str(directory)!r} is not writable", elsewhere
-        elif archive.exists() and not os.access(archive, os.W_OK):
+        elif archive.exists() and not is_writable(archive):
             reason, hint = "the archive is read-only", "chmod u+w it to allow replacing it"
         else:
             return

@@ -404,6 +404,17 @@ def test_output_into_a_closed_pipe_ends_quietly(tmp_path, model_tree):
     assert "Traceback" not in stderr and "BrokenPipe" not in stderr, stderr
 
 
+def test_output_that_cannot_be_written_is_one_clear_error(tmp_path, model_tree):
+    archive = tmp_path / "m.zip"
+    assert_ok(cli("pack", model_tree, archive))
+    with open("/dev/full", "w") as full:
+        result = subprocess.run(
+            [sys.executable, "-m", "dffml_archive", "inspect", str(archive), "--json"],
+            stdout=full, stderr=subprocess.PIPE, text=True, env=subprocess_env(), timeout=60,
+        )
+    assert_one_error_line(result, "cannot write the output", "No space left")
+
+
 def test_the_console_script_calls_itself_by_its_name():
     script = shutil.which("dffml-archive", path=str(BIN))
     if script is None:

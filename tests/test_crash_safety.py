@@ -512,3 +512,27 @@ async def test_a_full_cache_is_named_as_the_cache(tmp_path):
     assert "member 'weights/w.bin'" in message and "the extraction cache is in" in message
     assert "DFFML_ARCHIVE_CACHE" in message
     assert ".extracting" not in message and "damaged" not in message
+
+
+async def test_another_user_s_partial_is_left_alone_and_blocks_nothing(tmp_path):
+    """A sticky shared directory: the file is theirs (maybe a live write)."""
+    source = tmp_path / "src"
+    source.mkdir()
+    (source / "f").write_text("f")
+    theirs = tmp_path / ".model.zip.a1b2c3d4.partial"
+    theirs.write_bytes(b"another user's write")
+    os.chown(theirs, 12345, 12345)
+    await da.pack(source, tmp_path / "model.zip")
+    assert theirs.read_bytes() == b"another user's write"
+    assert [m.path for m in (await da.verify(tmp_path / "model.zip")).members] == ["f"]
+
+
+async def test_a_link_into_the_directory_being_packed_is_refused(tmp_path):
+    source = tmp_path / "d"
+    source.mkdir()
+    (source / "f").write_text("f")
+    link = tmp_path / "link.tar.gz"
+    link.symlink_to(source / "out.tar.gz")
+    with pytest.raises(da.ArchiveSourceError, match="inside"):
+        await da.pack(source, link)
+    assert sorted(os.listdir(source)) == ["f"]

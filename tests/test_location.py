@@ -546,18 +546,30 @@ async def test_same_size_change_with_unchanged_mtime_inside_context_is_saved(pac
     assert members["weights/layer0.bin"] == expected, "the change was silently dropped"
 
 
-async def test_a_killed_session_s_tree_is_removed_by_the_next_session(packed, tmp_path,
-                                                                       no_extract_cache):
-    finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                              capture_output=True, text=True, check=True)
-    dead_pid = int(finished.stdout)  # that process has exited
+async def test_an_abandoned_session_s_tree_is_removed_by_the_next_session(packed, tmp_path,
+                                                                          no_extract_cache):
+    """Sessions hold a lock on their directory; one whose lock is free was
+    left by a killed process (whatever its pid namespace)."""
     extract = tmp_path / "cache" / "extract"  # DFFML_ARCHIVE_CACHE (conftest)
-    (extract / f"session-{dead_pid}-abcd1234" / "tree").mkdir(parents=True)
-    alive = extract / f"session-{os.getppid()}-efgh5678"  # pytest's parent lives on
-    (alive / "tree").mkdir(parents=True)
-    async with archive_location(packed):
-        pass
-    assert sorted(path.name for path in extract.iterdir()) == [alive.name]
+    abandoned, live, young = (extract / f"session-{name}" for name in ("dead", "live", "young"))
+    for directory in (abandoned, live, young):
+        (directory / "tree").mkdir(parents=True)
+    an_hour_ago = time.time() - 3600
+    for directory in (abandoned, live):
+        os.utime(directory, (an_hour_ago, an_hour_ago))
+    holder = subprocess.Popen(  # another process, alive, holding its session's lock
+        [sys.executable, "-c", "import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_RDONLY);"
+         " fcntl.flock(fd, fcntl.LOCK_EX); print('locked', flush=True); time.sleep(60)", str(live)],
+        stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        async with archive_location(packed):
+            pass
+    finally:
+        holder.kill()
+        holder.wait()
+    assert sorted(path.name for path in extract.iterdir()) == [live.name, young.name]
 
 
 async def test_disabled_cache_keeps_no_slot(packed, tmp_path, no_extract_cache):
