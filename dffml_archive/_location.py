@@ -31,7 +31,7 @@ from typing import Dict, Optional
 
 from . import _constants as C
 from ._formats import format_for_path, is_archive_path, looks_like_unsupported_archive
-from ._lock import archive_lock_async
+from ._lock import archive_lock_async, lock_for
 from ._manifest import Manifest
 from .errors import ArchiveError, ArchiveWriteError, cache_errors, explain_os_error
 from ._safety import sanitized_dir_mode, sanitized_file_mode
@@ -151,8 +151,39 @@ def _remove_abandoned_sessions(root: pathlib.Path) -> None:
         shutil.rmtree(entry.path, ignore_errors=True)
 
 
+#: A cached slot records the real path of its archive here (for pruning).
+_ARCHIVE_PATH_FILE = "archive-path"
+_pruned_in_this_process = False
+
+
+def _remove_slots_of_deleted_archives(root: pathlib.Path) -> None:
+    """The cache keeps one extracted copy per archive opened; drop those whose
+    archive no longer exists (under that archive's lock, so never a slot in
+    use).  Once per process: a scan reads one small file per slot."""
+    global _pruned_in_this_process
+    if _pruned_in_this_process:
+        return
+    _pruned_in_this_process = True
+    for entry in os.scandir(root):
+        try:
+            archive = (pathlib.Path(entry.path) / _ARCHIVE_PATH_FILE).read_text("utf-8")
+        except (OSError, ValueError):
+            continue  # a session, or a slot of an older version
+        if os.path.lexists(archive):
+            continue
+        lock = lock_for(archive)
+        if not lock.try_acquire():
+            continue
+        try:
+            if not os.path.lexists(archive):
+                shutil.rmtree(entry.path, ignore_errors=True)
+        finally:
+            lock.release()
+
+
 class _CacheSlot:
-    """One archive's slot in the extraction cache: ``tree/`` + ``state.json``."""
+    """One archive's slot in the extraction cache: ``tree/`` + ``state.json``
+    (+ ``archive-path``)."""
 
     def __init__(self, archive: pathlib.Path, cached: bool):
         key = hashlib.sha256(os.path.realpath(archive).encode("utf-8", "surrogateescape"))
@@ -187,6 +218,7 @@ class _CacheSlot:
         temp = self.state_file.with_suffix(".tmp")
         temp.write_text(json.dumps(state))
         os.replace(temp, self.state_file)
+        (self.root / _ARCHIVE_PATH_FILE).write_text(os.path.realpath(archive), "utf-8")
 
     def valid_manifest(self, archive) -> Optional[Manifest]:
         """The cached manifest if the cache still mirrors the archive."""
@@ -289,6 +321,8 @@ async def _enter(archive: pathlib.Path, limits) -> tuple:
     """Populate the slot's tree from the archive (or the cache); return the
     slot and the archive's manifest (None for a new archive)."""
     slot = _CacheSlot(archive, C.extract_cache_enabled())
+    if slot.cached:
+        await _in_thread(_remove_slots_of_deleted_archives, slot.root.parent)
     if not archive.exists():
         await _in_thread(slot.reset)
         slot.tree.mkdir(mode=0o700)

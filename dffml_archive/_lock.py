@@ -70,7 +70,7 @@ class _ArchiveLock:
             self.mutex.release()
 
 
-def _lock_for(archive) -> _ArchiveLock:
+def lock_for(archive) -> _ArchiveLock:
     real = os.path.realpath(os.fspath(archive))
     digest = hashlib.sha256(real.encode("utf-8", "surrogateescape")).hexdigest()
     directory = C.cache_root() / "locks"
@@ -84,7 +84,7 @@ def _lock_for(archive) -> _ArchiveLock:
 @contextlib.contextmanager
 def archive_lock(archive):
     """Hold the lock of ``archive``, blocking until it is free."""
-    lock = _lock_for(archive)
+    lock = lock_for(archive)
     lock.acquire()
     try:
         yield
@@ -96,7 +96,7 @@ def archive_lock(archive):
 async def archive_lock_async(archive):
     """The same, waiting without blocking the event loop.  Polls, so that a
     cancelled waiter never leaves a thread behind that takes the lock later."""
-    lock = _lock_for(archive)
+    lock = lock_for(archive)
     delay = 0.001
     while not lock.try_acquire():
         await asyncio.sleep(delay)

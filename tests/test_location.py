@@ -572,6 +572,23 @@ async def test_an_abandoned_session_s_tree_is_removed_by_the_next_session(packed
     assert sorted(path.name for path in extract.iterdir()) == [live.name, young.name]
 
 
+async def test_the_cached_copy_of_a_deleted_archive_is_removed(packed, tmp_path, monkeypatch):
+    from dffml_archive import _location
+
+    other = tmp_path / "other.zip"
+    await da.pack(tmp_path / "model", other)
+    for archive in (packed, other):
+        async with archive_location(archive):
+            pass
+    extract = tmp_path / "cache" / "extract"  # DFFML_ARCHIVE_CACHE (conftest)
+    assert len(list(extract.iterdir())) == 2
+    packed.unlink()
+    monkeypatch.setattr(_location, "_pruned_in_this_process", False)  # a new process
+    async with archive_location(other) as copy:
+        kept = copy.directory.parent
+    assert list(extract.iterdir()) == [kept]
+
+
 async def test_disabled_cache_keeps_no_slot(packed, tmp_path, no_extract_cache):
     async with archive_location(packed) as copy:
         unchanged = copy.directory
