@@ -53,6 +53,13 @@ def digests(root) -> dict:
     return result
 
 
+
+def one_file_tree(root: pathlib.Path, text: str) -> pathlib.Path:
+    """A directory holding one small file, ``f``."""
+    root.mkdir()
+    (root / "f").write_text(text)
+    return root
+
 def partials(directory, archive_name) -> list:
     return sorted(
         name
@@ -318,9 +325,7 @@ async def test_cancelled_pack_leaves_old_archive_and_no_partial(tmp_path, trees)
 
 
 async def test_stale_partials_are_removed_by_the_next_successful_write(tmp_path):
-    source = tmp_path / "src"
-    source.mkdir()
-    (source / "f").write_text("f")
+    source = one_file_tree(tmp_path / "src", "f")
     archive = tmp_path / "model.tar.gz"
     stale = [tmp_path / ".model.tar.gz.a1b2c3d4.partial", tmp_path / ".model.tar.gz.zz_9x8y7.partial"]
     for path in stale:
@@ -341,9 +346,7 @@ async def test_partial_of_a_longer_named_archive_is_not_removed(tmp_path):
     """``model.tar`` and ``model.tar.gz`` are different archives with
     different locks: packing one must not delete the other's temp file,
     which may belong to a live writer in another process."""
-    source = tmp_path / "src"
-    source.mkdir()
-    (source / "f").write_text("f")
+    source = one_file_tree(tmp_path / "src", "f")
     other_writer = tmp_path / ".model.tar.gz.q7w8e9r0.partial"
     other_writer.write_bytes(b"another process is writing model.tar.gz")
     await da.pack(source, tmp_path / "model.tar")
@@ -371,9 +374,7 @@ async def test_concurrent_packs_in_one_process_do_not_break_each_other(tmp_path,
 
 
 async def test_rewrite_keeps_the_archive_permissions(tmp_path):
-    source = tmp_path / "src"
-    source.mkdir()
-    (source / "f").write_text("f")
+    source = one_file_tree(tmp_path / "src", "f")
     archive = tmp_path / "model.zip"
     old_umask = os.umask(0o022)
     try:
@@ -442,9 +443,7 @@ def test_a_save_that_does_not_fit_keeps_the_model_and_says_how_to_save_it(tmp_pa
 
 
 def test_a_read_only_archive_is_not_replaced(tmp_path):
-    source = tmp_path / "src"
-    source.mkdir()
-    (source / "f").write_text("new\n")
+    source = one_file_tree(tmp_path / "src", "new\n")
     archive = tmp_path / "model.zip"
     asyncio.run(da.pack(tmp_path / "src", archive))
     before = archive.read_bytes()
@@ -462,9 +461,7 @@ def test_a_read_only_archive_is_not_replaced(tmp_path):
 
 
 async def test_a_symbolic_link_to_an_archive_stays_a_link(tmp_path):
-    source = tmp_path / "src"
-    source.mkdir()
-    (source / "f").write_text("v1\n")
+    source = one_file_tree(tmp_path / "src", "v1\n")
     target = tmp_path / "v1.tar.gz"
     await da.pack(source, target)
     link = tmp_path / "current.tar.gz"
@@ -516,9 +513,7 @@ async def test_a_full_cache_is_named_as_the_cache(tmp_path):
 
 async def test_another_user_s_partial_is_left_alone_and_blocks_nothing(tmp_path):
     """A sticky shared directory: the file is theirs (maybe a live write)."""
-    source = tmp_path / "src"
-    source.mkdir()
-    (source / "f").write_text("f")
+    source = one_file_tree(tmp_path / "src", "f")
     theirs = tmp_path / ".model.zip.a1b2c3d4.partial"
     theirs.write_bytes(b"another user's write")
     os.chown(theirs, 12345, 12345)
