@@ -90,9 +90,14 @@ def rescue_path(archive) -> pathlib.Path:
     return cache_root() / f"rescued-{pathlib.Path(archive).name}-{stamp}-{unique}"
 
 
+def _env_flag(name: str, default: bool) -> bool:
+    value = os.environ.get(name, "")
+    return default if value == "" else value not in ("0", "false", "no")
+
+
 def extract_cache_enabled() -> bool:
-    return os.environ.get("DFFML_ARCHIVE_EXTRACT_CACHE", "1") not in ("0", "false", "no")
+    return _env_flag("DFFML_ARCHIVE_EXTRACT_CACHE", True)
 
 
 def tracebacks_wanted() -> bool:
-    return os.environ.get("DFFML_ARCHIVE_TRACEBACK", "0") not in ("0", "", "false", "no")
+    return _env_flag("DFFML_ARCHIVE_TRACEBACK", False)

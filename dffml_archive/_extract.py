@@ -27,6 +27,7 @@ from ._safety import (
     Limits,
     MemberTracker,
     clean_member_name,
+    is_within,
     sanitized_dir_mode,
     sanitized_file_mode,
 )
@@ -102,7 +103,7 @@ class _DiskSink:
     def _write_error(self, name, error):
         reason, hint = explain_os_error(error, f"cannot write it into {str(self.shown_root)!r}")
         cache = os.fspath(C.cache_root())
-        if (os.fspath(self.shown_root) + os.sep).startswith(cache + os.sep):
+        if is_within(self.shown_root, cache):
             hint = (f"the extraction cache is in {cache!r}: free space there, "
                     "or set DFFML_ARCHIVE_CACHE")
         return DestinationError(self.archive, reason, member=name, hint=hint)
@@ -246,7 +247,7 @@ def verify_archive(archive, *, limits=None, job=None) -> Manifest:
 
 
 def _check_destination(archive, destination: pathlib.Path, replace: bool) -> None:
-    if replace and _is_within(archive, destination):
+    if replace and is_within(archive, destination):
         raise DestinationError(
             archive,
             f"the archive is inside {str(destination)!r}: replacing that directory "
@@ -265,11 +266,6 @@ def _check_destination(archive, destination: pathlib.Path, replace: bool) -> Non
             f"destination {str(destination)!r} is not empty",
             hint="choose a new or empty directory, or replace it (--replace, replace=True)",
         )
-
-
-def _is_within(path, directory: pathlib.Path) -> bool:
-    real = os.path.realpath(path)
-    return (real + os.sep).startswith(os.path.realpath(directory) + os.sep)
 
 
 _AT_FDCWD, _RENAME_EXCHANGE = -100, 2

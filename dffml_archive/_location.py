@@ -15,7 +15,6 @@ import asyncio
 import contextlib
 import contextvars
 import dataclasses
-import errno
 import fcntl
 import functools
 import hashlib
@@ -317,12 +316,19 @@ async def _in_thread(function, *args):
     return await asyncio.get_running_loop().run_in_executor(None, function, *args)
 
 
+def _open_slot(archive: pathlib.Path) -> _CacheSlot:
+    slot = _CacheSlot(archive, C.extract_cache_enabled())
+    if slot.cached:
+        _remove_slots_of_deleted_archives(slot.root.parent)
+    return slot
+
+
 async def _enter(archive: pathlib.Path, limits) -> tuple:
     """Populate the slot's tree from the archive (or the cache); return the
     slot and the archive's manifest (None for a new archive)."""
-    slot = _CacheSlot(archive, C.extract_cache_enabled())
-    if slot.cached:
-        await _in_thread(_remove_slots_of_deleted_archives, slot.root.parent)
+    # Off the loop: opening a slot may first remove what killed sessions or
+    # deleted archives left behind (whole trees).
+    slot = await _in_thread(_open_slot, archive)
     if not archive.exists():
         await _in_thread(slot.reset)
         slot.tree.mkdir(mode=0o700)
@@ -383,17 +389,10 @@ def _rescue(slot: _CacheSlot, copy: WorkingCopy) -> Optional[pathlib.Path]:
     """Move the tree of a session whose save failed out of the cache (a full
     disk must not cost a training run), with its model information beside
     it.  A rename needs no free space; None if even that fails."""
-    for _ in range(10):
-        target = C.rescue_path(copy.archive)
-        try:
-            os.rename(slot.tree, target)
-            break
-        except FileExistsError:  # or ENOTEMPTY: another rescue's name
-            continue
-        except OSError as error:
-            if error.errno != errno.ENOTEMPTY:
-                return None
-    else:
+    target = C.rescue_path(copy.archive)  # unique: it ends in a random part
+    try:
+        os.rename(slot.tree, target)
+    except OSError:
         return None
     if copy.model is not None:
         with contextlib.suppress(OSError):

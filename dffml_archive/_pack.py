@@ -19,7 +19,7 @@ from ._formats import Format, format_for_path, raw_deflate_compressor, worth_def
 from ._job import Job
 from ._lock import archive_lock
 from ._manifest import Manifest, ManifestMember
-from ._safety import DIRECTORY, FILE, Limits, MemberTracker, clean_member_name
+from ._safety import DIRECTORY, FILE, Limits, MemberTracker, clean_member_name, is_within
 from ._zip_writer import ZipWriter
 from .errors import (
     ArchiveSourceError, ArchiveWriteError, UnsafeArchiveError, os_errors_as, parent_directory
@@ -330,8 +330,7 @@ def pack_directory(
             archive, "is a directory, not an archive file",
             hint="name a new archive file: pack takes DIRECTORY, then ARCHIVE",
         )
-    inside = os.path.dirname(os.path.realpath(archive))  # where a link's file is written
-    if (inside + os.sep).startswith(os.path.realpath(directory) + os.sep):
+    if is_within(os.path.dirname(os.path.realpath(archive)), directory):  # a link's file too
         raise ArchiveSourceError(
             archive,
             f"the archive would be written inside {directory!r}, the directory being packed",

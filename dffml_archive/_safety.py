@@ -6,6 +6,7 @@ depend on ``tarfile``'s extraction filters, which only some 3.8 patch
 releases have.
 """
 import dataclasses
+import os
 import re
 import unicodedata
 
@@ -108,6 +109,12 @@ def _folded(name: str) -> str:
     return unicodedata.normalize(
         "NFKC", unicodedata.normalize("NFKC", name).casefold()
     )
+
+
+def is_within(path, directory) -> bool:
+    """``path`` is ``directory`` or below it, links resolved."""
+    real = os.path.realpath(path)
+    return (real + os.sep).startswith(os.path.realpath(directory) + os.sep)
 
 
 def sanitized_file_mode(mode: int) -> int:

@@ -135,20 +135,16 @@ def _limits(args):
     return Limits(**chosen)
 
 
-def _refuse_swapped(source: str, destination: str, usage: str) -> None:
-    """A source that looks like the destination and the other way round:
-    say so rather than blame either path alone."""
+def _is_archive_file(path: str) -> bool:
     from ._formats import is_archive_path
+
+    return is_archive_path(path) and os.path.isfile(path)
+
+
+def _refuse_swapped(culprit: str, usage: str) -> None:
+    """Arguments that fit the other order: say so rather than blame one path."""
     from .errors import ArchiveError
 
-    source_is_archive = is_archive_path(source) and os.path.isfile(source)
-    destination_is_archive = is_archive_path(destination) and os.path.isfile(destination)
-    if usage.startswith("pack") and source_is_archive and os.path.isdir(destination):
-        culprit = source
-    elif usage.startswith("extract") and os.path.isdir(source) and destination_is_archive:
-        culprit = destination
-    else:
-        return
     raise ArchiveError(culprit, "the arguments look swapped", hint=f"the order is: {usage}")
 
 
@@ -172,7 +168,8 @@ def _read_model_information(path: str) -> dict:
 def _run_pack(args, job):
     from ._pack import pack_directory
 
-    _refuse_swapped(args.directory, args.archive, "pack DIRECTORY ARCHIVE")
+    if _is_archive_file(args.directory) and os.path.isdir(args.archive):
+        _refuse_swapped(args.directory, "pack DIRECTORY ARCHIVE")
     model = _read_model_information(args.model) if args.model else None
     manifest = pack_directory(args.directory, args.archive, model=model, level=args.level, job=job)
     files = sum(1 for member in manifest.members if member.type == "file")
@@ -182,8 +179,8 @@ def _run_pack(args, job):
 def _run_extract(args, job):
     from ._extract import extract_archive
 
-    _refuse_swapped(args.archive, args.destination, "extract ARCHIVE DEST")
-
+    if os.path.isdir(args.archive) and _is_archive_file(args.destination):
+        _refuse_swapped(args.destination, "extract ARCHIVE DEST")
     manifest = extract_archive(
         args.archive, args.destination, limits=_limits(args), replace=args.replace, job=job
     )
