@@ -5,16 +5,40 @@ new one.  Temp files are named ``.<target>.<random>.partial`` so the next write
 (holding the archive lock) removes leftovers of a crash before it starts.
 """
 import contextlib
+import hashlib
 import os
 import pathlib
 import re
 import tempfile
 
+from . import _constants as C
 from .errors import (
     WRITE_ERRNOS, ArchiveWriteError, explain_os_error, os_errors_as, parent_directory
 )
 
 PARTIAL_SUFFIX = ".partial"
+#: What ``mkstemp``/``mkdtemp`` add after a hidden sibling's prefix, at most:
+#: 8 random characters and the longest of our suffixes (".partial",
+#: ".extracting", ".old").
+_SIBLING_TAIL_BYTES = 8 + len(".extracting")
+
+
+def hidden_sibling_prefix(name: str) -> str:
+    """``.NAME.``: the prefix of a temporary sibling of ``NAME`` (a partial
+    archive, a staging directory), shortened where needed so that the whole
+    temporary name fits the file system's component limit.  A legal name
+    must never make its own temporary name illegal (a long archive name
+    would otherwise fail only when training is over)."""
+    prefix = f".{name}."
+    if len(os.fsencode(prefix)) + _SIBLING_TAIL_BYTES <= C.MAX_COMPONENT_BYTES:
+        return prefix
+    # Shortened names stay distinct and recognizable: a cut of the name and
+    # a digest of all of it.
+    digest = hashlib.sha256(os.fsencode(name)).hexdigest()[:16]
+    head = name
+    while len(os.fsencode(f".{head}~{digest}.")) + _SIBLING_TAIL_BYTES > C.MAX_COMPONENT_BYTES:
+        head = head[:-1]
+    return f".{head}~{digest}."
 
 
 def fsync_directory(directory) -> None:
@@ -37,7 +61,9 @@ def remove_stale_partials(target: pathlib.Path) -> None:
     # Exactly what mkstemp makes for this target: ".NAME." + 8 random
     # characters + ".partial" (so "m.tar" never matches "m.tar.gz"'s).
     pattern = re.compile(
-        re.escape(f".{target.name}.") + r"[A-Za-z0-9_]{8}" + re.escape(PARTIAL_SUFFIX)
+        re.escape(hidden_sibling_prefix(target.name))
+        + r"[A-Za-z0-9_]{8}"
+        + re.escape(PARTIAL_SUFFIX)
     )
     try:
         entries = list(os.scandir(target.parent))
@@ -79,7 +105,7 @@ def atomic_write(target):
     remove_stale_partials(target)
     with os_errors_as(ArchiveWriteError, shown, f"cannot write in {parent_directory(target)!r}"):
         fd, temp = tempfile.mkstemp(
-            dir=directory, prefix=f".{target.name}.", suffix=PARTIAL_SUFFIX
+            dir=directory, prefix=hidden_sibling_prefix(target.name), suffix=PARTIAL_SUFFIX
         )
     try:
         with os.fdopen(fd, "wb") as handle:
