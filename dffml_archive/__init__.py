@@ -7,7 +7,10 @@ import importlib
 from .errors import (
     ArchiveError,
     ArchiveLimitError,
+    ArchiveLockWaitWarning,
+    ArchiveNotUpdatedWarning,
     ArchiveSourceError,
+    ArchiveWarning,
     ArchiveWriteError,
     CorruptArchiveError,
     DestinationError,
@@ -79,6 +82,9 @@ __all__ = [
     "DestinationError",
     "UnsafeArchiveError",
     "UnsupportedArchiveError",
+    "ArchiveWarning",
     "UnverifiedArchiveWarning",
+    "ArchiveNotUpdatedWarning",
+    "ArchiveLockWaitWarning",
     "__version__",
 ]

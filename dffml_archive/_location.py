@@ -26,13 +26,17 @@ import shutil
 import stat
 import tempfile
 import time
-from typing import Dict, Optional
+import warnings
+from typing import Dict, Optional, Tuple
 
 from . import _constants as C
+from ._atomic import is_writable
 from ._formats import format_for_path, is_archive_path, looks_like_unsupported_archive
 from ._lock import archive_lock_async, lock_for
 from ._manifest import Manifest
-from .errors import ArchiveError, ArchiveWriteError, cache_errors, explain_os_error
+from .errors import (
+    ArchiveError, ArchiveNotUpdatedWarning, ArchiveWriteError, cache_errors, explain_os_error
+)
 from ._safety import sanitized_dir_mode, sanitized_file_mode
 
 
@@ -52,6 +56,11 @@ class WorkingCopy:
     model: Optional[dict] = None
     #: Set to False to leave without saving even if the tree changed.
     save: bool = True
+    #: Set to True when keeping the changes is optional (a session that
+    #: only reads a model: predict, accuracy): an archive that cannot be
+    #: written is then left as it was, with an ArchiveNotUpdatedWarning,
+    #: instead of an error and a rescued copy of the tree.
+    best_effort: bool = False
 
 
 #: The sessions this task is inside: real archive path -> [WorkingCopy, depth].
@@ -277,10 +286,14 @@ def _racy_files(state: dict):
             yield path
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+def _kept_owner_bits(mode: int, directory: bool) -> int:
+    """The owner's permission bits as a pack and an extraction would leave
+    them: extraction always grants the owner read and write (and entry), and
+    the group and other bits are whatever the umask of the extracting
+    process let through.  So only these can tell a real chmod (a backend
+    making a script executable) from a tree extracted under another umask."""
+    sanitized = sanitized_dir_mode(mode) if directory else sanitized_file_mode(mode)
+    return sanitized & 0o700
 
 
 def _tree_differs(tree: pathlib.Path, state: dict, manifest: Manifest, now: dict) -> bool:
@@ -289,7 +302,6 @@ def _tree_differs(tree: pathlib.Path, state: dict, manifest: Manifest, now: dict
     were racy)."""
     state_tree = state.get("tree", {})
     racy = set(_racy_files(state)) if state_tree else set()
-    umask = _umask()
     listed = manifest.by_path()
     if set(now) != set(listed):
         return True
@@ -297,11 +309,9 @@ def _tree_differs(tree: pathlib.Path, state: dict, manifest: Manifest, now: dict
         member = listed[path]
         if (kind == "d") != (member.type == "directory") or kind == "x":
             return True
-        want_mode = (
-            sanitized_dir_mode(member.mode) if kind == "d" else sanitized_file_mode(member.mode)
-        )
-        # Extraction applied the umask; only a real chmod counts as a change.
-        if mode & 0o755 != want_mode & ~umask & 0o755:
+        # Never the umask's part: reading a model under another umask than
+        # the one it was extracted under must not rewrite it.
+        if _kept_owner_bits(mode, kind == "d") != _kept_owner_bits(member.mode, kind == "d"):
             return True
         if kind == "f":
             if size != member.size:
@@ -370,19 +380,64 @@ def _needs_saving(slot: _CacheSlot, copy: WorkingCopy) -> bool:
 
 
 async def _leave(slot: _CacheSlot, copy: WorkingCopy) -> None:
-    if await _in_thread(_needs_saving, slot, copy):
-        from .operations import pack_for_location  # only when saving
+    if not await _in_thread(_needs_saving, slot, copy):
+        return
+    if copy.best_effort:
+        cause = await _in_thread(_why_not_writable, copy.archive)
+        if cause is not None:
+            await _not_updated(slot, copy, *cause)
+            return
+    from .operations import pack_for_location  # only when saving
 
-        try:
-            manifest = await pack_for_location(slot.tree, copy.archive, copy.model)
-        except (ArchiveError, OSError) as error:
-            rescued = await asyncio.shield(_in_thread(_rescue, slot, copy))
-            if rescued is None:
-                raise
-            raise _save_failed(error, copy.archive, rescued) from error
-        copy.manifest = manifest
-        if slot.cached:
-            await _in_thread(slot.save_state_if_possible, copy.archive, manifest)
+    try:
+        manifest = await pack_for_location(slot.tree, copy.archive, copy.model)
+    except (ArchiveError, OSError) as error:
+        if copy.best_effort and isinstance(error, ArchiveWriteError):
+            await _not_updated(slot, copy, error.reason, error.hint)
+            return
+        rescued = await asyncio.shield(_in_thread(_rescue, slot, copy))
+        if rescued is None:
+            raise
+        raise _save_failed(error, copy.archive, rescued) from error
+    copy.manifest = manifest
+    if slot.cached:
+        await _in_thread(slot.save_state_if_possible, copy.archive, manifest)
+
+
+def _why_not_writable(archive) -> Optional[Tuple[str, str]]:
+    """(reason, hint) if ``archive`` could not be replaced, else None.  The
+    hint fits the cause: chmod cannot make a read-only mount writable."""
+    real = pathlib.Path(os.path.realpath(archive))
+    directory = real.parent
+    try:
+        read_only_mount = bool(os.statvfs(directory).f_flag & os.ST_RDONLY)
+    except OSError:
+        read_only_mount = False
+    if read_only_mount:
+        return (
+            "it is on a read-only file system",
+            "copy it to a writable place, or remount that file system read-write, "
+            "to keep such updates",
+        )
+    if real.exists() and not is_writable(real):
+        return "the archive is read-only", f"chmod u+w {shlex.quote(str(archive))} to allow updates"
+    if not os.access(directory, os.W_OK | os.X_OK):
+        return (
+            f"its directory {str(directory)!r} is not writable",
+            f"chmod u+w {shlex.quote(str(directory))} to allow updates",
+        )
+    return None
+
+
+async def _not_updated(slot: _CacheSlot, copy: WorkingCopy, reason: str, hint) -> None:
+    """Leave the archive as it was and say so, once, in one line.  The tree
+    no longer mirrors the archive: it must not be reused as a cache."""
+    message = (
+        f"{copy.archive}: was not updated ({reason}): the results are not affected, "
+        "but the model state this run changed is not kept"
+    )
+    warnings.warn(ArchiveNotUpdatedWarning(f"{message} ({hint})" if hint else message))
+    await asyncio.shield(_in_thread(slot.discard))
 
 
 def _rescue(slot: _CacheSlot, copy: WorkingCopy) -> Optional[pathlib.Path]:

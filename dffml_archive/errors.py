@@ -103,5 +103,19 @@ def parent_directory(path) -> str:
     return os.path.dirname(os.path.abspath(path))
 
 
-class UnverifiedArchiveWarning(UserWarning):
+class ArchiveWarning(UserWarning):
+    """Base class of every warning of dffml-archive."""
+
+
+class UnverifiedArchiveWarning(ArchiveWarning):
     """Extracted an archive without a manifest: sizes and hashes not checked."""
+
+
+class ArchiveNotUpdatedWarning(ArchiveWarning):
+    """Reading a model (``predict``, ``accuracy``) changed its state (scikit
+    stores the confidence ``accuracy`` measures), but the archive cannot be
+    written: the results stand, the changed state is not kept."""
+
+
+class ArchiveLockWaitWarning(ArchiveWarning):
+    """Another process (or thread) holds the archive's lock: waiting for it."""

@@ -408,8 +408,13 @@ class ArchiveModel(Model):
                 copy.model = self.model_info(inner)
             elif copy.manifest is None or self.config.retrain:
                 copy.save = False  # nothing trained: leave the location as it was
-            # Otherwise (predict, accuracy) the stored model information stays:
-            # the archive is rewritten only if the backend changed its files.
+            else:
+                # predict, accuracy: the stored model information stays, and the
+                # archive is rewritten only if the backend changed its files
+                # (scikit stores the confidence accuracy measures).  The results
+                # stand without that: an archive that cannot be written (a
+                # read-only file or mount) is left as it was, with a warning.
+                copy.best_effort = True
         await stack.__aexit__(exc_type, exc_value, traceback)
 
     def __call__(self) -> ModelContext:
