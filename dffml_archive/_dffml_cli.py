@@ -60,7 +60,7 @@ def _install_one_line_warnings() -> None:
     def one_line_warnings(message, category, filename, lineno, file=None, line=None):
         if issubclass(category, ArchiveWarning) and not _wants_traceback():
             try:
-                print(f"warning: {message}", file=file or sys.stderr)
+                print(f"warning: {message}", file=file or sys.stderr, flush=True)
             except OSError:  # no stderr to warn on: as Python's own does
                 pass
         else:

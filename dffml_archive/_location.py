@@ -364,7 +364,8 @@ def _needs_saving(slot: _CacheSlot, copy: WorkingCopy) -> bool:
     if not copy.save:
         return False
     if copy.manifest is None:
-        return copy.model is not None or any(os.scandir(slot.tree))
+        with os.scandir(slot.tree) as entries:  # closed even when any() stops early
+            return copy.model is not None or any(entries)
     if _normalized_json(copy.model) != _normalized_json(copy.manifest.model):
         return True
     state = (slot.load_state() if slot.cached else None) or {}

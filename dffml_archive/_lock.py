@@ -4,6 +4,10 @@ process plus an ``flock`` for other processes.
 Lock files live in the cache (never beside the archive), named by a hash of
 the archive's real path.  Not re-entrant: code that already holds the lock
 (an ``archive_location`` session saving its archive) says so explicitly.
+
+A wait longer than :data:`WAIT_NOTICE_SECONDS` is said once, as an
+:class:`~dffml_archive.ArchiveLockWaitWarning` naming the archive and the
+lock file: a command that waits silently looks hung.
 """
 import asyncio
 import contextlib
@@ -11,9 +15,14 @@ import fcntl
 import hashlib
 import os
 import threading
+import time
+import warnings
 
 from . import _constants as C
-from .errors import cache_errors
+from .errors import ArchiveLockWaitWarning, cache_errors
+
+#: Waiting for a lock this long is said (once).
+WAIT_NOTICE_SECONDS = 1.0
 
 _registry_guard = threading.Lock()
 _locks = {}  # lock file path -> _ArchiveLock
@@ -81,11 +90,24 @@ def lock_for(archive) -> _ArchiveLock:
         return _locks.setdefault(path, _ArchiveLock(path, archive))
 
 
+def _say_waiting(lock: _ArchiveLock) -> None:
+    warnings.warn(ArchiveLockWaitWarning(
+        f"{lock.archive}: waiting for the session that has it open to end "
+        f"(in this or another process; it holds the lock file {lock.path})"
+    ))
+
+
 @contextlib.contextmanager
 def archive_lock(archive):
     """Hold the lock of ``archive``, blocking until it is free."""
     lock = lock_for(archive)
-    lock.acquire()
+    deadline = time.monotonic() + WAIT_NOTICE_SECONDS
+    while not lock.try_acquire():
+        if time.monotonic() >= deadline:
+            _say_waiting(lock)
+            lock.acquire()
+            break
+        time.sleep(0.01)
     try:
         yield
     finally:
@@ -98,7 +120,11 @@ async def archive_lock_async(archive):
     cancelled waiter never leaves a thread behind that takes the lock later."""
     lock = lock_for(archive)
     delay = 0.001
+    notice_at = time.monotonic() + WAIT_NOTICE_SECONDS
     while not lock.try_acquire():
+        if notice_at is not None and time.monotonic() >= notice_at:
+            _say_waiting(lock)
+            notice_at = None
         await asyncio.sleep(delay)
         delay = min(delay * 2, 0.05)
     try:

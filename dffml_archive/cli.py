@@ -3,15 +3,21 @@
 Arguments go source first, then destination, like ``cp``.  Start-up stays
 light: nothing heavy (and never dffml) is imported before a command runs.
 Exit status: 0 success, 1 the operation failed (one line on stderr), 2 usage,
-141 the reader of the output went away (``| head``).
+130 interrupted (Ctrl-C), 143 terminated (SIGTERM), 141 the reader of the
+output went away (``| head``).  Interrupted or terminated, a command cleans
+up first: no staging directory, no partial archive.
 """
 import argparse
 import os
+import signal
 import sys
+import threading
 import time
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for cat | head
+EXIT_TERMINATED = 143  # 128 + SIGTERM
 
 
 def _human(size) -> str:
@@ -50,9 +56,12 @@ class ProgressBar:
         self.drawn = True
 
     def close(self):
+        """End the bar's line, so that what is printed next starts a line
+        of its own (a later call draws the bar again below it)."""
         if self.drawn:
             self.stream.write("\n")
             self.stream.flush()
+            self.drawn = False
 
 
 def _positive_int(text: str) -> int:
@@ -237,19 +246,54 @@ _COMMANDS = {
 }
 
 
+class Terminated(BaseException):
+    """SIGTERM, raised in the main thread wherever it is, so that the same
+    clean-up runs as for Ctrl-C (a BaseException: nothing swallows it)."""
+
+
+def _terminate(signum, frame):
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # clean up once, undisturbed
+    raise Terminated()
+
+
+def _warnings_printer(bar):
+    """Print each warning as one line when it happens (waiting for a lock
+    must be said while waiting), on a line of its own below the bar."""
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        bar.close()
+        print(f"warning: {message}", file=sys.stderr, flush=True)
+
+    return show
+
+
 def main(argv=None, prog=None) -> int:
     parser = build_parser(prog or _program_name())
     args = parser.parse_args(argv)
+    # Only the main thread may set a handler (``dffml service archive`` runs
+    # this there too); the previous one is restored on the way out.
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminate) if in_main_thread else None
+    try:
+        return _run(args)
+    finally:
+        if in_main_thread:  # None: a handler not set from Python
+            signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+
+
+def _run(args) -> int:
     import warnings
 
     from ._job import Job
-    from .errors import ArchiveError
+    from .errors import ArchiveError, ArchiveWarning
 
     bar = ProgressBar(args.command)
     job = Job(bar)
     try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
+        with warnings.catch_warnings():
+            # Each of ours is said; others as Python's filters decide.
+            warnings.simplefilter("always", ArchiveWarning)
+            warnings.showwarning = _warnings_printer(bar)
             message = _COMMANDS[args.command](args, job)
     except (ArchiveError, OSError, ValueError) as error:
         bar.close()
@@ -262,10 +306,12 @@ def main(argv=None, prog=None) -> int:
     except KeyboardInterrupt:
         bar.close()
         print("error: interrupted; nothing was changed", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
+    except Terminated:
+        bar.close()
+        print("error: terminated (SIGTERM); nothing was changed", file=sys.stderr)
+        return EXIT_TERMINATED
     bar.close()
-    for warning in caught:
-        print(f"warning: {warning.message}", file=sys.stderr)
     try:
         print(message, flush=True)
     except BrokenPipeError:  # the reader left (``| head``): stop quietly, as cat does
