@@ -29,16 +29,20 @@ def hidden_sibling_prefix(name: str) -> str:
     temporary name fits the file system's component limit.  A legal name
     must never make its own temporary name illegal (a long archive name
     would otherwise fail only when training is over)."""
-    prefix = f".{name}."
-    if len(os.fsencode(prefix)) + _SIBLING_TAIL_BYTES <= C.MAX_COMPONENT_BYTES:
-        return prefix
-    # Shortened names stay distinct and recognizable: a cut of the name and
-    # a digest of all of it.
+    return f".{name_within(name, C.MAX_COMPONENT_BYTES - 2 - _SIBLING_TAIL_BYTES)}."
+
+
+def name_within(name: str, budget: int) -> str:
+    """``name`` if it takes at most ``budget`` bytes, else a cut of it and a
+    digest of all of it (``NAM~0123456789abcdef``): distinct for distinct
+    names, recognizable, and within the budget."""
+    if len(os.fsencode(name)) <= budget:
+        return name
     digest = hashlib.sha256(os.fsencode(name)).hexdigest()[:16]
     head = name
-    while len(os.fsencode(f".{head}~{digest}.")) + _SIBLING_TAIL_BYTES > C.MAX_COMPONENT_BYTES:
+    while head and len(os.fsencode(f"{head}~{digest}")) > budget:
         head = head[:-1]
-    return f".{head}~{digest}."
+    return f"{head}~{digest}"
 
 
 def fsync_directory(directory) -> None:

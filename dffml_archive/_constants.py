@@ -10,7 +10,8 @@ Environment variables (all optional):
     ``0`` disables the verified extraction cache used by
     :func:`dffml_archive.archive_location`.
 ``DFFML_ARCHIVE_MAX_SIZE`` / ``DFFML_ARCHIVE_MAX_MEMBERS`` / ``DFFML_ARCHIVE_MAX_RATIO``
-    Default extraction limits (bytes, members, uncompressed:compressed).
+    Default extraction limits (bytes, members, uncompressed:compressed; the
+    ratio only for archives without a manifest, after RATIO_GRACE_BYTES).
 ``DFFML_ARCHIVE_TRACEBACK``
     ``1`` keeps the Python traceback of our errors on the ``dffml`` command
     line (by default they print as one line, as ``-log debug`` also undoes).
@@ -37,9 +38,10 @@ OWNER_FILE_BITS = 0o600
 OWNER_DIR_BITS = 0o700
 
 CHUNK_SIZE = 1 << 20
-#: Compression ratio is only judged once this much has been written, so small
-#: highly compressible files (JSON, zeros) are never refused.
-RATIO_GRACE_BYTES = 256 << 20
+#: The compression ratio of an archive without a manifest (ours are judged by
+#: the sizes their manifest declares) is only judged once this much has been
+#: written, so small highly compressible files (JSON, zeros) are never refused.
+RATIO_GRACE_BYTES = 16 << 20
 MAX_NAME_BYTES = 4096
 MAX_COMPONENT_BYTES = 255
 
@@ -69,7 +71,7 @@ def default_max_members():
 
 
 def default_max_ratio():
-    return _env_int("DFFML_ARCHIVE_MAX_RATIO", 1000)
+    return _env_int("DFFML_ARCHIVE_MAX_RATIO", 100)
 
 
 def cache_root() -> pathlib.Path:
@@ -85,9 +87,15 @@ def cache_root() -> pathlib.Path:
 def rescue_path(archive) -> pathlib.Path:
     """Where the working directory of a session whose save failed is kept
     (its model information beside it, as ``<that>.model.json``)."""
+    from ._atomic import name_within  # _atomic imports this module
+
     stamp = time.strftime("%Y%m%dT%H%M%S")
     unique = secrets.token_hex(4)
-    return cache_root() / f"rescued-{pathlib.Path(archive).name}-{stamp}-{unique}"
+    # The name must fit the component limit with ".model.json" added: a long
+    # archive name must never cost the rescue of a finished training.
+    fixed = len(f"rescued--{stamp}-{unique}.model.json")
+    name = name_within(pathlib.Path(archive).name, MAX_COMPONENT_BYTES - fixed)
+    return cache_root() / f"rescued-{name}-{stamp}-{unique}"
 
 
 def _env_flag(name: str, default: bool) -> bool:

@@ -164,6 +164,7 @@ def _walk(archive, limits: Limits, sink, job: Job):
                 current = entry.name
                 if index == 0 and entry.name == C.MANIFEST_NAME and entry.kind == FILE:
                     expected = _read_manifest(archive, entry)
+                    tracker.expect({m.path: m.size for m in expected.members if m.type == FILE})
                     job.start(expected.total_size)
                     continue
                 if index == 0:

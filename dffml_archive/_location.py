@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import contextvars
 import dataclasses
+import errno
 import fcntl
 import functools
 import hashlib
@@ -35,7 +36,8 @@ from ._formats import format_for_path, is_archive_path, looks_like_unsupported_a
 from ._lock import archive_lock_async, lock_for
 from ._manifest import Manifest
 from .errors import (
-    ArchiveError, ArchiveNotUpdatedWarning, ArchiveWriteError, cache_errors, explain_os_error
+    ArchiveError, ArchiveNotUpdatedWarning, ArchiveWriteError, cache_errors, explain_os_error,
+    os_errors_as,
 )
 from ._safety import sanitized_dir_mode, sanitized_file_mode
 
@@ -448,8 +450,14 @@ def _rescue(slot: _CacheSlot, copy: WorkingCopy) -> Optional[pathlib.Path]:
     target = C.rescue_path(copy.archive)  # unique: it ends in a random part
     try:
         os.rename(slot.tree, target)
-    except OSError:
-        return None
+    except OSError as error:
+        if error.errno != errno.EXDEV:
+            return None
+        try:  # DFFML_ARCHIVE_CACHE spans file systems: copy instead
+            shutil.copytree(slot.tree, target, symlinks=True)
+        except OSError:
+            shutil.rmtree(target, ignore_errors=True)
+            return None
     if copy.model is not None:
         with contextlib.suppress(OSError):
             target.with_name(target.name + ".model.json").write_text(json.dumps(copy.model))
@@ -479,9 +487,11 @@ async def archive_location(location, *, limits=None):
     ``path`` is a directory (yielded as is) or an archive path, chosen by its
     extension (an existing directory always counts as a directory)."""
     path = pathlib.Path(location)
-    if looks_like_unsupported_archive(path) and not path.is_dir():
+    with os_errors_as(ArchiveError, path, "cannot use this location"):
+        is_directory = path.is_dir()  # a name too long for the file system fails here
+    if looks_like_unsupported_archive(path) and not is_directory:
         format_for_path(path)  # raises, listing the supported extensions
-    if path.is_dir() or not is_archive_path(path):
+    if is_directory or not is_archive_path(path):
         yield WorkingCopy(directory=path)
         return
     key = os.path.realpath(path)

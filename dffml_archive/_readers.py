@@ -13,7 +13,7 @@ import zipfile
 import zlib
 from typing import Callable, Iterator, Optional
 
-from ._constants import CHUNK_SIZE
+from ._constants import CHUNK_SIZE, MANIFEST_NAME
 from ._formats import Format, raw_deflate_decompressor
 from .errors import (
     ArchiveError, CorruptArchiveError, UnsafeArchiveError, UnsupportedArchiveError,
@@ -42,6 +42,15 @@ try:  # zstandard raises its own error type
     STREAM_ERRORS = STREAM_ERRORS + (zstandard.ZstdError,)
 except ImportError:  # pragma: no cover - zstandard is a dependency
     pass
+try:  # and so does ISA-L (gzip and zip's deflate), an Exception of its own
+    from isal.igzip_lib import IsalError
+
+    STREAM_ERRORS = STREAM_ERRORS + (IsalError,)
+except ImportError:  # pragma: no cover - zlib's errors are listed above
+    pass
+#: zipfile's word for a compression method or encryption it cannot read.
+UNREADABLE_ZIP_FEATURE = NotImplementedError
+STREAM_ERRORS = STREAM_ERRORS + (UNREADABLE_ZIP_FEATURE,)
 
 
 @dataclasses.dataclass
@@ -124,11 +133,32 @@ class _TarHeaders:
         try:
             return tarfile.TarInfo.fromtarfile(self)
         except tarfile.EOFHeaderError:
-            return None  # zero block: the end-of-archive marker
+            return None  # a zero block: the end-of-archive marker begins
         except tarfile.EmptyHeaderError:
             if self.fileobj.position == 0:
                 raise tarfile.ReadError("empty file") from None
-            return None  # ended without end blocks, as some writers do
+            # A cut at a member boundary looks the same: fail closed.
+            raise tarfile.ReadError(
+                "the archive ends without tar's end-of-archive marker (truncated)"
+            ) from None
+
+    def check_end(self, view, whole_records: bool) -> None:
+        """Read the rest of the stream after the first zero block (which also
+        makes the codec check its own end: checksums, frame ends): only
+        zeros, at least the second zero block of the marker, whole blocks,
+        and for archives we wrote whole records, as we pad them.  Anything
+        less is a cut-off archive; anything else was not written as tar."""
+        marker_start = self.fileobj.position - tarfile.BLOCKSIZE
+        while True:
+            count = self.fileobj.readinto(view)
+            if not count:
+                break
+            if view[:count].tobytes().count(0) != count:
+                raise tarfile.ReadError("data after the end-of-archive marker")
+        end = self.fileobj.position
+        block = tarfile.RECORDSIZE if whole_records else tarfile.BLOCKSIZE
+        if end - marker_start < 2 * tarfile.BLOCKSIZE or end % block:
+            raise tarfile.ReadError("the end-of-archive marker is cut off (truncated)")
 
 
 class _MemberData:
@@ -158,10 +188,14 @@ def iter_tar(fmt: Format, raw) -> Iterator[Entry]:
     view = memoryview(bytearray(CHUNK_SIZE))
     try:
         headers = _TarHeaders(stream)
+        ours = None  # archives we write start with the manifest
         while True:
             info = headers.next_member()
             if info is None:
+                headers.check_end(view, whole_records=bool(ours))
                 return
+            if ours is None:
+                ours = info.name == MANIFEST_NAME
             kind = _tar_kind(info)
             if kind != FILE:
                 yield Entry(info.name, kind, info.size, info.mode)
@@ -275,8 +309,15 @@ def open_archive_file(archive):
     raise ArchiveError(archive, reason, hint=hint)
 
 
-def corrupt_from(archive, error, member=None) -> CorruptArchiveError:
+def corrupt_from(archive, error, member=None) -> ArchiveError:
+    """The one error for whatever a damaged stream raised (``error`` is one
+    of :data:`STREAM_ERRORS`)."""
     reason = str(error) or type(error).__name__
+    if isinstance(error, UNREADABLE_ZIP_FEATURE):
+        return UnsupportedArchiveError(
+            archive, f"uses a zip feature that cannot be read ({reason})", member=member,
+            hint="re-create it as a plain zip (deflate or stored, no encryption)",
+        )
     return CorruptArchiveError(
         archive,
         f"damaged or truncated archive ({reason})",

@@ -11,7 +11,7 @@ import re
 import unicodedata
 
 from . import _constants as C
-from .errors import ArchiveLimitError, UnsafeArchiveError
+from .errors import ArchiveLimitError, CorruptArchiveError, UnsafeArchiveError
 
 _DRIVE_LETTER = re.compile(r"^[A-Za-z]:")
 
@@ -23,7 +23,9 @@ class Limits:
     """Extraction limits: total uncompressed bytes, member count and
     compression ratio.  Defaults come from ``DFFML_ARCHIVE_MAX_SIZE``,
     ``DFFML_ARCHIVE_MAX_MEMBERS`` and ``DFFML_ARCHIVE_MAX_RATIO`` (else 32 GiB,
-    200,000 and 1000); pass your own to raise or lower them."""
+    200,000 and 100); pass your own to raise or lower them.  The ratio is
+    judged only for archives without a manifest: ours are held to the sizes
+    their manifest declares."""
 
     max_size: int = dataclasses.field(default_factory=C.default_max_size)
     max_members: int = dataclasses.field(default_factory=C.default_max_members)
@@ -138,9 +140,31 @@ class MemberTracker:
         self.written = 0
         self._seen = {}  # folded name -> (name, kind)
         self._implicit_dirs = {}  # folded parent -> name of a child
+        #: The manifest's sizes by path once it is read: then every member is
+        #: held to its declared size instead of the compression ratio.
+        self._declared_sizes = None
+        self._member_limit = 0
+        self._member_written = 0
+
+    def expect(self, declared_sizes: dict) -> None:
+        """Hold every following member to ``declared_sizes`` (path -> bytes,
+        from a manifest): a member not listed, or larger than declared, is
+        refused before more than its declared size is written."""
+        self._declared_sizes = declared_sizes
+        self._check_size(sum(declared_sizes.values()), None, "declared")
 
     def add(self, name: str, kind: str, size: int = 0) -> None:
         self.members += 1
+        self._member_limit, self._member_written = size, 0
+        if self._declared_sizes is not None and kind != DIRECTORY:
+            declared = self._declared_sizes.get(name)
+            if declared != size:
+                raise CorruptArchiveError(
+                    self.archive,
+                    "is not listed in the manifest (tampered?)" if declared is None else
+                    f"its header says {size} bytes but the manifest declares {declared}",
+                    member=name, hint="restore it from a good copy",
+                )
         if self.members > self.limits.max_members:
             raise ArchiveLimitError(
                 self.archive,
@@ -189,15 +213,22 @@ class MemberTracker:
 
     def wrote(self, nbytes: int, member: str) -> None:
         self.written += nbytes
+        self._member_written += nbytes
+        if self._member_written > self._member_limit:
+            raise CorruptArchiveError(
+                self.archive, f"holds more than the {self._member_limit} bytes declared",
+                member=member, hint="restore it from a good copy",
+            )
         self._check_size(self.written, member, "uncompressed")
         if (
-            self.written > C.RATIO_GRACE_BYTES
+            self._declared_sizes is None
+            and self.written > C.RATIO_GRACE_BYTES
             and self.written / self.archive_size > self.limits.max_ratio
         ):
             raise ArchiveLimitError(
                 self.archive,
-                f"compression ratio above {self.limits.max_ratio}:1 "
-                "(possible decompression bomb)",
+                f"compression ratio above {self.limits.max_ratio}:1 in an archive "
+                "without a manifest (possible decompression bomb)",
                 member=member,
                 hint="raise max_ratio (--max-ratio, DFFML_ARCHIVE_MAX_RATIO) "
                 "if you trust this archive",

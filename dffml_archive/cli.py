@@ -224,7 +224,11 @@ def format_info(info) -> str:
     if manifest is None:
         lines.append("manifest: none (made by another tool: content cannot be verified)")
     else:
-        writer = ", ".join(f"{name} {version}" for name, version in sorted(manifest.created_by.items()) if version)
+        from .errors import shown  # the manifest's text is the archive maker's
+
+        writer = shown(", ".join(
+            f"{name} {version}" for name, version in sorted(manifest.created_by.items()) if version
+        ))
         lines.append(f"manifest: version {manifest.version}, written by {writer}")
         model = json.dumps(manifest.model, indent=2, sort_keys=True) if manifest.model else "none"
         lines.append("model:    " + model.replace("\n", "\n          "))

@@ -3,6 +3,7 @@ there is one) and the reason, and says what to do where there is something to do
 import contextlib
 import errno
 import os
+import re
 
 
 class ArchiveError(Exception):
@@ -41,6 +42,11 @@ class CorruptArchiveError(ArchiveError):
     """Damaged, truncated or tampered with: it does not match its manifest."""
 
 
+class ModelInfoError(CorruptArchiveError):
+    """The manifest's model section (entry point, upstream, extra, config) is
+    not what a dffml-archive model writes: it was edited or made by hand."""
+
+
 class ArchiveSourceError(ArchiveError):
     """The directory to pack holds something an archive must not store."""
 
@@ -54,6 +60,16 @@ class ArchiveWriteError(ArchiveError):
     disk, a directory in the way).  A previous archive is left unchanged."""
 
 
+_CONTROL_CHARACTERS = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def shown(text) -> str:
+    """``text`` safe to print: control characters (newlines, terminal escape
+    sequences) as ``\\xNN`` escapes, so that text read from an archive can
+    never forge a line or colour a terminal."""
+    return _CONTROL_CHARACTERS.sub(lambda found: repr(found.group())[1:-1], str(text))
+
+
 #: errno -> (why, what to do), for the failures a user can act on.
 _OS_ERROR_ADVICE = {
     errno.EACCES: ("permission denied", "choose a place you may write to, or fix its permissions"),
@@ -64,6 +80,10 @@ _OS_ERROR_ADVICE = {
     errno.EISDIR: ("a directory is in the way", "choose a path that is not a directory"),
     errno.ENOTDIR: ("a part of the path is a file, not a directory", "check the path"),
     errno.EEXIST: ("a part of the path is a file, not a directory", "check the path"),
+    errno.ENAMETOOLONG: (
+        "a name in the path is longer than the file system allows (255 bytes a name)",
+        "choose a shorter name",
+    ),
 }
 
 #: Errors that come from writing, never from reading a source or an archive.

@@ -22,6 +22,7 @@ import math
 import os
 import pathlib
 import pydoc
+import shlex
 import shutil
 import sys
 import typing
@@ -36,19 +37,10 @@ from ._dffml_cli import install_one_line_errors
 from ._formats import is_archive_path
 from ._location import archive_location
 from ._manifest import created_by, _distribution_version
-from .errors import ArchiveError, ArchiveWriteError
-
-#: Rule for our entry point names: never an upstream name (two distributions
-#: registering one name are resolved by install order).
-LABEL_SUFFIX = "_archive"
-
+from ._model_info import LABEL_SUFFIX, archive_label, checked_model_info  # noqa: F401
+from .errors import ArchiveError, ArchiveWriteError, ModelInfoError, shown
 
 install_one_line_errors()
-
-
-def archive_label(upstream: str) -> str:
-    """Our entry point name for the upstream model ``upstream``."""
-    return f"{upstream}{LABEL_SUFFIX}"
 
 
 class ConfigMismatchError(ArchiveError):
@@ -202,14 +194,27 @@ class ArchiveModel(Model):
         return [f for f in dataclasses.fields(cls.INNER.CONFIG) if f.name != "directory"]
 
     @classmethod
-    def stored_values(cls, stored_config: Dict[str, Any]) -> Dict[str, Any]:
-        """Typed config values from a manifest's exported config."""
+    def stored_values(cls, stored_config: Dict[str, Any], archive=None) -> Dict[str, Any]:
+        """Typed config values from a manifest's exported config (checked by
+        :func:`checked_model_info`); a value the upstream field cannot take
+        is a :class:`ModelInfoError` naming it."""
         values = {}
         for config_field in cls.inner_fields():
-            if config_field.name in stored_config:
+            if config_field.name not in stored_config:
+                continue
+            stored = stored_config[config_field.name]
+            try:
                 values[config_field.name] = cls.ADAPTER.config_value_from_json(
-                    config_field, stored_config[config_field.name]
+                    config_field, stored
                 )
+            except Exception as error:  # any upstream parser's error: the value is bad
+                raise ModelInfoError(
+                    archive,
+                    f"manifest field model.config.{config_field.name} cannot be read as "
+                    f"the model's {config_field.name!r} option: {shown(error)}",
+                    hint="the archive's model section was edited or written by another "
+                    "version; retrain the model with -model-retrain",
+                ) from None
         return values
 
     def _given_values(self) -> Dict[str, Any]:
@@ -225,7 +230,7 @@ class ArchiveModel(Model):
             return given
         self._check_backend(stored)
         stored_config = stored.get("config") or {}
-        values = self.stored_values(stored_config)
+        values = self.stored_values(stored_config, self.config.location)
         values.update(given)
         fields = {f.name: f for f in self.inner_fields()}
         given_json = {
@@ -259,14 +264,14 @@ class ArchiveModel(Model):
         return {name: getattr(probe, name) for name in given}
 
     def _check_backend(self, stored: dict) -> None:
-        if stored.get("upstream") != self.UPSTREAM:
+        """``stored`` was checked by :func:`checked_model_info` (names only)."""
+        if stored["upstream"] != self.UPSTREAM:
             raise WrongBackendError(
                 self.config.location,
-                f"holds a {stored.get('upstream')!r} model "
-                f"(entry point {stored.get('entrypoint')!r}), not {self.UPSTREAM!r} "
-                f"({self.ENTRY_POINT_ORIG_LABEL!r})",
-                hint=f"use -model {stored.get('entrypoint')} or "
-                "dffml_archive.load_model()",
+                f"holds a {stored['upstream']!r} model (entry point {stored['entrypoint']!r}), "
+                f"not {self.UPSTREAM!r} ({self.ENTRY_POINT_ORIG_LABEL!r})",
+                hint=f"use -model {shlex.quote(stored['entrypoint'])} "
+                "or dffml_archive.load_model()",
             )
 
     def _inner_config(self, directory, stored: Optional[dict]):
@@ -287,7 +292,7 @@ class ArchiveModel(Model):
                 "no model archive here: train first",
                 hint=f"dffml train -model {self.ENTRY_POINT_ORIG_LABEL} "
                 + " ".join(f"-model-{name} ..." for name in missing)
-                + f" -model-location {self.config.location} -sources ...",
+                + f" -model-location {shlex.quote(str(self.config.location))} -sources ...",
             )
         if missing:
             raise ArchiveError(
@@ -335,7 +340,8 @@ class ArchiveModel(Model):
             raise ModelArchiveNotFound(
                 self.config.location,
                 f"no trained model archive here, so it cannot {action}",
-                hint=f"train first: dffml train ... -model-location {self.config.location}",
+                hint="train first: dffml train ... -model-location "
+                + shlex.quote(str(self.config.location)),
             )
 
     def require_writable_location(self) -> None:
@@ -348,7 +354,10 @@ class ArchiveModel(Model):
         while not directory.exists():
             directory = directory.parent
         elsewhere = "choose a -model-location in a directory you may write to"
-        if not directory.is_dir():
+        too_long = _too_long(archive, directory)
+        if too_long:
+            reason, hint = too_long, "choose a shorter -model-location"
+        elif not directory.is_dir():
             reason, hint = f"{str(directory)!r} is a file, not a directory", elsewhere
         elif not os.access(directory, os.W_OK | os.X_OK):
             reason, hint = f"{str(directory)!r} is not writable", elsewhere
@@ -375,9 +384,11 @@ class ArchiveModel(Model):
         stack = contextlib.AsyncExitStack()
         copy = await stack.enter_async_context(archive_location(self.config.location))
         try:
-            stored = copy.manifest.model if copy.manifest else None
+            stored = None
             if self.config.retrain:
                 _empty_directory(copy.directory)
+            elif copy.manifest is not None and copy.manifest.model is not None:
+                stored = checked_model_info(self.config.location, copy.manifest.model)
             self.inner = self.INNER(self._inner_config(copy.directory, stored))
             await self.inner.__aenter__()
             try:
@@ -424,6 +435,22 @@ class ArchiveModel(Model):
                 f"async with model() as mctx: ... ({self.config.location})"
             )
         return self.CONTEXT(self)
+
+
+def _too_long(archive: pathlib.Path, existing: pathlib.Path) -> Optional[str]:
+    """Why the file system would refuse ``archive``'s name, if it would (the
+    limits of ``existing``, its nearest existing directory)."""
+    try:
+        name_max = os.pathconf(existing, "PC_NAME_MAX")
+        path_max = os.pathconf(existing, "PC_PATH_MAX")
+    except (OSError, ValueError):
+        name_max, path_max = 255, 4096
+    long_names = [part for part in archive.parts if len(os.fsencode(part)) > name_max]
+    if long_names:
+        return f"a file name is longer than {name_max} bytes ({shown(long_names[0][:40])}...)"
+    if len(os.fsencode(str(archive))) >= path_max:
+        return f"the path is longer than {path_max - 1} bytes"
+    return None
 
 
 def _empty_directory(directory: pathlib.Path) -> None:
@@ -532,23 +559,22 @@ async def load_model(location, **options) -> ArchiveModel:
             "with its entry point and options",
         )
     info = await inspect(location)
-    model_info = info.manifest.model if info.manifest else None
-    if not model_info or "entrypoint" not in model_info:
+    if info.manifest is None or not info.manifest.model:
         raise ArchiveError(
             location,
             "holds no model information (not written by a dffml-archive model)",
             hint="train a model into it with an *_archive model",
         )
-    label = model_info["entrypoint"]
+    model_info = checked_model_info(location, info.manifest.model)
+    label, extra = model_info["entrypoint"], model_info.get("extra")
     try:
         model_cls = Model.load(label)
     except Exception:
-        extra = model_info.get("extra")
         raise ArchiveError(
             location,
             f"holds a {label!r} model but that backend is not installed",
-            hint=f"pip install 'dffml-archive[{extra}]'" if extra else None,
+            hint="pip install " + shlex.quote(f"dffml-archive[{extra}]") if extra else None,
         ) from None
-    values = model_cls.stored_values(model_info.get("config") or {})
+    values = model_cls.stored_values(model_info.get("config") or {}, location)
     values.update(options)
     return model_cls(location=pathlib.Path(location), **values)
