@@ -5,11 +5,15 @@ new one.  Temp files are named ``.<target>.<random>.partial`` so the next write
 (holding the archive lock) removes leftovers of a crash before it starts.
 """
 import contextlib
+import fcntl
 import hashlib
 import os
 import pathlib
 import re
+import shutil
+import stat
 import tempfile
+import time
 
 from . import _constants as C
 from .errors import (
@@ -82,6 +86,46 @@ def remove_stale_partials(target: pathlib.Path) -> None:
         with contextlib.suppress(OSError):
             if entry.stat(follow_symlinks=False).st_uid == me:
                 os.unlink(entry.path)
+
+
+def hold_directory(path) -> int:
+    """An ``flock`` on directory ``path`` for as long as the returned fd is
+    open: it tells cleaners the directory has a live owner (a lock, unlike a
+    pid, holds across pid namespaces and pid reuse, and dies with its owner)."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    return fd
+
+
+def remove_abandoned_directories(parent, pattern, grace_seconds: float) -> None:
+    """Delete the directories in ``parent`` whose names match ``pattern`` and
+    that nobody holds (see :func:`hold_directory`): what killed processes left
+    behind.  An empty one younger than ``grace_seconds`` is spared (its owner
+    may not have locked it yet); best effort, and only our own."""
+    try:
+        entries = list(os.scandir(parent))
+    except OSError:
+        return
+    me = os.geteuid()
+    for entry in entries:
+        if not pattern.fullmatch(entry.name):
+            continue
+        try:
+            st = entry.stat(follow_symlinks=False)
+            if not stat.S_ISDIR(st.st_mode) or st.st_uid != me:
+                continue
+            if time.time() - st.st_mtime < grace_seconds and not any(os.scandir(entry.path)):
+                continue
+            fd = os.open(entry.path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            continue  # alive
+        finally:
+            os.close(fd)
+        shutil.rmtree(entry.path, ignore_errors=True)
 
 
 def is_writable(path) -> bool:

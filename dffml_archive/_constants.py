@@ -42,6 +42,9 @@ CHUNK_SIZE = 1 << 20
 #: the sizes their manifest declares) is only judged once this much has been
 #: written, so small highly compressible files (JSON, zeros) are never refused.
 RATIO_GRACE_BYTES = 16 << 20
+#: An empty staging directory younger than this is never judged abandoned
+#: (its extract may not have locked it yet).
+STAGE_GRACE_SECONDS = 60
 MAX_NAME_BYTES = 4096
 MAX_COMPONENT_BYTES = 255
 

@@ -12,16 +12,20 @@ import errno
 import hashlib
 import os
 import pathlib
+import re
 import shutil
 import tempfile
 import warnings
 from typing import List, Optional
 
 from . import _constants as C
+from ._atomic import hidden_sibling_prefix, hold_directory, remove_abandoned_directories
 from ._formats import check_content, format_for_path
 from ._job import Job
 from ._manifest import Manifest, ManifestMember
-from ._readers import DIRECTORY, FILE, STREAM_ERRORS, Entry, corrupt_from, iter_entries
+from ._readers import (
+    DIRECTORY, FILE, STREAM_ERRORS, Entry, MissingEndOfArchive, corrupt_from, iter_entries
+)
 from ._readers import open_archive_file
 from ._safety import (
     Limits,
@@ -188,6 +192,10 @@ def _walk(archive, limits: Limits, sink, job: Job):
             current = None
     except ArchiveError:
         raise
+    except MissingEndOfArchive as error:
+        if expected is not None:
+            _compare(archive, expected, found)  # names the missing members, if any
+        raise corrupt_from(archive, error) from None
     except STREAM_ERRORS as error:
         raise corrupt_from(archive, error, current) from None
     return expected, found
@@ -303,7 +311,9 @@ def _move_into_place(archive, stage: str, destination: pathlib.Path, replace: bo
     if exchanged:
         shutil.rmtree(stage, ignore_errors=True)
         return
-    backup = tempfile.mkdtemp(dir=destination.parent, prefix=f".{destination.name}.", suffix=".old")
+    backup = tempfile.mkdtemp(
+        dir=destination.parent, prefix=hidden_sibling_prefix(destination.name), suffix=".old"
+    )
     os.rename(destination, os.path.join(backup, "tree"))
     os.rename(stage, destination)
     shutil.rmtree(backup, ignore_errors=True)
@@ -330,9 +340,12 @@ def extract_archive(
     try:
         with os_errors_as(DestinationError, archive, f"cannot create {str(destination)!r}"):
             destination.parent.mkdir(parents=True, exist_ok=True)
+            _remove_abandoned_stages(destination)
             stage = tempfile.mkdtemp(
-                dir=destination.parent, prefix=f".{destination.name}.", suffix=".extracting"
+                dir=destination.parent, prefix=hidden_sibling_prefix(destination.name),
+                suffix=".extracting",
             )
+            hold = hold_directory(stage)
     except BaseException:
         _remove_empty(created)
         raise
@@ -347,7 +360,18 @@ def extract_archive(
         shutil.rmtree(stage, ignore_errors=True)
         _remove_empty(created)  # a failure leaves no trace, parents included
         raise
+    finally:
+        os.close(hold)
     return manifest
+
+
+def _remove_abandoned_stages(destination: pathlib.Path) -> None:
+    """A process killed while extracting to ``destination`` leaves its staging
+    (or ``.old``) directory beside it: remove those whose owner is gone."""
+    pattern = re.compile(
+        re.escape(hidden_sibling_prefix(destination.name)) + r"[A-Za-z0-9_]{8}\.(extracting|old)"
+    )
+    remove_abandoned_directories(destination.parent, pattern, C.STAGE_GRACE_SECONDS)
 
 
 def _remove_empty(directories) -> None:

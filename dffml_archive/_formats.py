@@ -16,7 +16,7 @@ import threading
 import warnings
 from typing import Callable, Optional, Tuple
 
-from .errors import UnsupportedArchiveError
+from .errors import ArchiveError, UnsupportedArchiveError
 
 
 class _Uncloseable:
@@ -425,6 +425,9 @@ def is_archive_path(path) -> bool:
 def format_for_path(path) -> Format:
     """The format a path's extension asks for, or a clear error."""
     fmt = _matching_format(path)
+    if fmt is None and os.path.isdir(path):
+        raise ArchiveError(path, "is a directory, not an archive file",
+                           hint="give the path of an archive file")
     if fmt is None:
         raise UnsupportedArchiveError(
             path,

@@ -8,7 +8,8 @@ from ._extract import _read_manifest
 from ._formats import check_content, format_for_path
 from ._manifest import Manifest, ManifestMember
 from ._readers import FILE, STREAM_ERRORS, corrupt_from, iter_entries, open_archive_file
-from .errors import ArchiveError
+from ._safety import clean_member_name
+from .errors import ArchiveError, UnsafeArchiveError, shown
 
 
 @dataclasses.dataclass
@@ -49,10 +50,21 @@ def inspect_archive(archive) -> ArchiveInfo:
                 if index == 0 and entry.name == C.MANIFEST_NAME and entry.kind == FILE:
                     manifest = _read_manifest(archive, entry)
                     break
-                listed.append(ManifestMember(entry.name, entry.kind, entry.mode & 0o7777, entry.size))
+                name = _shown_name(archive, entry.name)
+                if name is not None:
+                    listed.append(ManifestMember(name, entry.kind, entry.mode & 0o7777, entry.size))
     except ArchiveError:
         raise
     except STREAM_ERRORS as error:
         raise corrupt_from(archive, error) from None
     members = manifest.members if manifest else listed
     return ArchiveInfo(os.fspath(archive), fmt.name, size, manifest, members)
+
+
+def _shown_name(archive, raw_name: str) -> Optional[str]:
+    """The name extract would write (None for the root entry ``./``); a name
+    extract would refuse is shown as it is, escaped (verify says why)."""
+    try:
+        return clean_member_name(archive, raw_name)
+    except UnsafeArchiveError:
+        return shown(raw_name)

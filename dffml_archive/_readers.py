@@ -116,6 +116,11 @@ class _ForwardStream:
         return self.position
 
 
+class MissingEndOfArchive(tarfile.ReadError):
+    """A tar stream that ends at a member boundary: cut off there (the reader
+    of a manifest can name what is missing)."""
+
+
 class _TarHeaders:
     """The little of a TarFile that ``TarInfo.fromtarfile`` needs, so the
     stdlib parses headers (ustar, pax, GNU long names) while the data is
@@ -138,7 +143,7 @@ class _TarHeaders:
             if self.fileobj.position == 0:
                 raise tarfile.ReadError("empty file") from None
             # A cut at a member boundary looks the same: fail closed.
-            raise tarfile.ReadError(
+            raise MissingEndOfArchive(
                 "the archive ends without tar's end-of-archive marker (truncated)"
             ) from None
 

@@ -71,7 +71,7 @@ def deflate_damaged(tmp_path, source, ext) -> pathlib.Path:
     archive = tmp_path / ("model" + ext)
     pack_directory(source, archive)
     data = bytearray(archive.read_bytes())
-    for offset in range(len(data) // 3, len(data) // 2):
+    for offset in range(10, len(data) - 10):
         data[offset] ^= 0x5A
         candidate = tmp_path / ("damaged" + ext)
         candidate.write_bytes(bytes(data))
@@ -235,6 +235,36 @@ def test_extract_into_a_243_character_directory(tmp_path, source):
     result = cli("extract", archive, destination)
     assert result.returncode == 0, result.stderr
     assert (destination / "weights" / "layer0.bin").is_file()
-    assert sorted(path.name for path in tmp_path.iterdir()) == sorted(
-        ["src", "model.tar.gz", destination.name]
-    )
+    assert [path.name for path in tmp_path.iterdir() if path.name.startswith(".")] == []
+
+
+_HOLD_A_DIRECTORY = (
+    "import fcntl, os, sys\n"
+    "fd = os.open(sys.argv[1], os.O_RDONLY | os.O_DIRECTORY)\n"
+    "fcntl.flock(fd, fcntl.LOCK_EX)\n"
+    "print('held', flush=True)\n"
+    "sys.stdin.read()\n"
+)
+
+
+def test_staging_left_by_a_killed_extract_is_removed_by_the_next(tmp_path, source):
+    archive = tmp_path / "model.tar.gz"
+    pack_directory(source, archive)
+    abandoned = tmp_path / ".out.k1l2m3n4.extracting"  # a killed extract's, 1 MiB
+    (abandoned / "weights").mkdir(parents=True)
+    (abandoned / "weights" / "layer0.bin").write_bytes(bytes(1 << 20))
+    alive = tmp_path / ".out.a1b2c3d4.extracting"  # a running extract's
+    (alive / "part").mkdir(parents=True)
+    other = tmp_path / ".outer.q1w2e3r4.extracting"  # another destination's
+    (other / "x").mkdir(parents=True)
+    holder = subprocess.Popen([sys.executable, "-c", _HOLD_A_DIRECTORY, str(alive)],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        result = cli("extract", archive, tmp_path / "out")
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=30)
+    assert result.returncode == 0, result.stderr
+    assert not abandoned.exists()
+    assert alive.exists() and other.exists()

@@ -749,13 +749,21 @@ async def test_load_model_of_a_backend_that_is_not_installed(work):
     (work / "plain" / "Model").write_text("{}")
     await dffml_archive.pack(
         work / "plain", work / "other.zip",
-        model={"entrypoint": "nosuchmodel_archive", "upstream": "nosuchmodel", "extra": "nosuch"},
+        model={"entrypoint": "nosuchmodel_archive", "upstream": "nosuchmodel", "extra": "scikit"},
     )
     with pytest.raises(ArchiveError) as caught:
         await load_model(work / "other.zip")
     message = str(caught.value)
     assert "'nosuchmodel_archive'" in message and "not installed" in message
-    assert "pip install 'dffml-archive[nosuch]'" in message
+    assert "pip install 'dffml-archive[scikit]'" in message
+    # An extra dffml-archive does not have is refused as a forged manifest
+    # (issue 15: the hint is a command; only known names reach it).
+    await dffml_archive.pack(
+        work / "plain", work / "unknown.zip",
+        model={"entrypoint": "nosuchmodel_archive", "upstream": "nosuchmodel", "extra": "nosuch"},
+    )
+    with pytest.raises(ArchiveError, match="model.extra is 'nosuch', not an extra"):
+        await load_model(work / "unknown.zip")
 
 
 async def test_directory_location_is_a_plain_model_directory(work):
