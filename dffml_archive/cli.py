@@ -80,7 +80,8 @@ def _add_limits(parser):
     parser.add_argument("--max-members", type=_positive_int, metavar="N",
                         help="refuse archives with more members than this")
     parser.add_argument("--max-ratio", type=_positive_int, metavar="N",
-                        help="refuse compression ratios above N:1 (decompression bombs)")
+                        help="refuse compression ratios above N:1 in archives without a "
+                        "manifest (decompression bombs; default 100)")
 
 
 def _program_name() -> str:

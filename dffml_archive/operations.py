@@ -38,7 +38,7 @@ class ArchiveLimitsConfig:
         default_factory=C.default_max_members,
     )
     max_ratio: int = field(
-        "Refuse compression ratios above this (decompression bombs)",
+        "Refuse compression ratios above this in archives without a manifest (bombs)",
         default_factory=C.default_max_ratio,
     )
     replace: bool = field(
