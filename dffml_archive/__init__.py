@@ -1,48 +1,31 @@
 """dffml-archive: every DFFML model in one verified archive file.
 
-The public surface is what this module exports; everything in a module
-whose name starts with an underscore is private."""
+The public surface is what this module exports (``__all__``); everything in
+a module whose name starts with an underscore is private."""
 import importlib
 
-from .errors import (
-    ArchiveError,
-    ArchiveLimitError,
-    ArchiveLockWaitWarning,
-    ArchiveNotUpdatedWarning,
-    ArchiveSourceError,
-    ArchiveWarning,
-    ArchiveWriteError,
-    CorruptArchiveError,
-    DestinationError,
-    ModelInfoError,
-    UnsafeArchiveError,
-    UnsupportedArchiveError,
-    UnverifiedArchiveWarning,
-)
+from . import errors as _errors
+from .errors import *  # noqa: F401,F403 (the exceptions and warnings: errors.__all__)
 from .version import __version__
 
-# Exported name -> the module defining it, imported on first access.  dffml
+# Module -> the names it exports here, imported on first access.  dffml
 # imports our CLI service (and so this package) in every ``dffml`` command,
 # and the model layer needs only part of the engine: nothing is loaded until
 # something asks for it.  The model layer imports dffml (slow) too.
-_LAZY = {
-    "pack": "._api",
-    "extract": "._api",
-    "verify": "._api",
-    "inspect": "._api",
-    "SUPPORTED_EXTENSIONS": "._formats",
-    "is_archive_path": "._formats",
-    "ArchiveInfo": "._inspect",
-    "WorkingCopy": "._location",
-    "archive_location": "._location",
-    "Manifest": "._manifest",
-    "ManifestMember": "._manifest",
-    "Limits": "._safety",
-    "archive_model": ".model",
-    "load_model": ".model",
-    "ArchiveModel": ".model",
-    "BackendAdapter": ".model",
+_LAZY_MODULES = {
+    "._api": ("pack", "extract", "verify", "inspect"),
+    "._location": ("archive_location", "WorkingCopy"),
+    ".model": (
+        "archive_model", "load_model", "ArchiveModel", "BackendAdapter", "ModelArchiveNotFound",
+    ),
+    "._manifest": ("Manifest", "ManifestMember"),
+    "._inspect": ("ArchiveInfo",),
+    "._safety": ("Limits",),
+    "._formats": ("SUPPORTED_EXTENSIONS", "is_archive_path"),
 }
+_LAZY = {name: module for module, names in _LAZY_MODULES.items() for name in names}
+
+__all__ = [*_LAZY, *_errors.__all__, "__version__"]
 
 
 def __getattr__(name):
@@ -56,37 +39,3 @@ def __getattr__(name):
 
 def __dir__():
     return sorted(set(globals()) | set(_LAZY))
-
-
-__all__ = [
-    "pack",
-    "extract",
-    "verify",
-    "inspect",
-    "archive_location",
-    "archive_model",
-    "load_model",
-    "ArchiveModel",
-    "BackendAdapter",
-    "WorkingCopy",
-    "Limits",
-    "Manifest",
-    "ManifestMember",
-    "ArchiveInfo",
-    "SUPPORTED_EXTENSIONS",
-    "is_archive_path",
-    "ArchiveError",
-    "ArchiveLimitError",
-    "ArchiveSourceError",
-    "ArchiveWriteError",
-    "CorruptArchiveError",
-    "DestinationError",
-    "ModelInfoError",
-    "UnsafeArchiveError",
-    "UnsupportedArchiveError",
-    "ArchiveWarning",
-    "UnverifiedArchiveWarning",
-    "ArchiveNotUpdatedWarning",
-    "ArchiveLockWaitWarning",
-    "__version__",
-]

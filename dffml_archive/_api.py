@@ -4,16 +4,11 @@ worker at its next chunk and waits for its clean-up before re-raising."""
 import asyncio
 import contextlib
 import functools
-import importlib
-import sys
 from typing import TYPE_CHECKING, Optional
 
-from ._job import Job, ProgressCallback
+from ._job import Job, ProgressCallback, in_thread
+from ._sessions import refuse_inside_session
 
-# The workers are imported by the call that needs them: a process that only
-# packs (or only reads a cached extraction) never loads the readers.
-# They are imported in the worker thread: importing (compiling) modules on
-# the event loop's thread stalls it for tens of milliseconds.
 if TYPE_CHECKING:  # pragma: no cover
     from ._inspect import ArchiveInfo
     from ._manifest import Manifest
@@ -39,13 +34,34 @@ async def run_job(function, *args, progress: Optional[ProgressCallback] = None, 
         raise
 
 
-def _engine(module: str, name: str):
-    """``module.name``, imported when called (in the worker thread)."""
+# The workers import their module when called, in the worker thread: a
+# process that only packs (or only reads a cached extraction) never loads
+# the readers, and importing (compiling) a module on the event loop's thread
+# would stall it for tens of milliseconds.
 
-    def call(*args, **kwargs):
-        return getattr(importlib.import_module(module, __package__), name)(*args, **kwargs)
 
-    return call
+def _pack_directory(*args, **kwargs):
+    from ._pack import pack_directory
+
+    return pack_directory(*args, **kwargs)
+
+
+def _extract_archive(*args, **kwargs):
+    from ._extract import extract_archive
+
+    return extract_archive(*args, **kwargs)
+
+
+def _verify_archive(*args, **kwargs):
+    from ._extract import verify_archive
+
+    return verify_archive(*args, **kwargs)
+
+
+def _inspect_archive(archive):
+    from ._inspect import inspect_archive
+
+    return inspect_archive(archive)
 
 
 async def pack(
@@ -55,29 +71,23 @@ async def pack(
     model: Optional[dict] = None,
     level: Optional[int] = None,
     progress: Optional[ProgressCallback] = None,
-    caller_holds_lock: bool = False,
 ) -> "Manifest":
     """Pack ``directory`` into ``archive`` (format from its extension).
 
     The archive is replaced atomically: until the new one is complete and
     synced, the previous one is untouched.  ``model`` (JSON) is stored in
     the manifest.  ``progress(done_bytes, total_bytes)`` is called on the
-    event loop.  ``caller_holds_lock`` is for code already holding the
-    archive's lock (an :func:`archive_location` session saving it)."""
-    # No archive_location session can be open if its module was never
-    # loaded (and loading it here would stall the loop).
-    location = sys.modules.get(f"{__package__}._location")
-    if location is not None and not caller_holds_lock:
-        location.refuse_inside_session(archive)
+    event loop."""
+    refuse_inside_session(archive)
     return await run_job(
-        _engine("._pack", "pack_directory"),
-        directory,
-        archive,
-        model=model,
-        level=level,
-        progress=progress,
-        caller_holds_lock=caller_holds_lock,
+        _pack_directory, directory, archive, model=model, level=level, progress=progress
     )
+
+
+async def pack_holding_the_lock(directory, archive, model: Optional[dict]) -> "Manifest":
+    """:func:`pack` for the one caller that already holds the archive's lock:
+    an ``archive_location`` session saving its own archive (private)."""
+    return await run_job(_pack_directory, directory, archive, model=model, caller_holds_lock=True)
 
 
 async def extract(
@@ -92,12 +102,7 @@ async def extract(
     empty unless ``replace``).  Every safety rule is enforced and the content
     verified against the manifest before the tree appears at ``destination``."""
     return await run_job(
-        _engine("._extract", "extract_archive"),
-        archive,
-        destination,
-        limits=limits,
-        replace=replace,
-        progress=progress,
+        _extract_archive, archive, destination, limits=limits, replace=replace, progress=progress
     )
 
 
@@ -106,12 +111,9 @@ async def verify(
 ) -> "Manifest":
     """Check every member of ``archive`` as extraction would, writing nothing.
     Raises an :class:`~dffml_archive.ArchiveError` on the first problem."""
-    return await run_job(
-        _engine("._extract", "verify_archive"), archive, limits=limits, progress=progress
-    )
+    return await run_job(_verify_archive, archive, limits=limits, progress=progress)
 
 
 async def inspect(archive) -> "ArchiveInfo":
     """Format, size and manifest of ``archive`` (contents are not checked)."""
-    loop = asyncio.get_running_loop()
-    return await loop.run_in_executor(None, _engine("._inspect", "inspect_archive"), archive)
+    return await in_thread(_inspect_archive, archive)

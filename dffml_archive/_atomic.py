@@ -57,7 +57,8 @@ def fsync_directory(directory) -> None:
         os.close(fd)
 
 
-def _current_umask() -> int:
+def current_umask() -> int:
+    """The process umask (reading it means setting it: set it straight back)."""
     mask = os.umask(0)
     os.umask(mask)
     return mask
@@ -162,7 +163,7 @@ def atomic_write(target):
             try:
                 mode = os.stat(target).st_mode & 0o7777
             except FileNotFoundError:
-                mode = 0o666 & ~_current_umask()
+                mode = 0o666 & ~current_umask()
             os.fchmod(handle.fileno(), mode)
             os.fsync(handle.fileno())
         with os_errors_as(ArchiveWriteError, shown, "cannot replace the archive"):

@@ -18,8 +18,6 @@ Environment variables (all optional):
 """
 import os
 import pathlib
-import secrets
-import time
 
 #: Name of the manifest member, always the first member of archives we write.
 MANIFEST_NAME = ".dffml-archive-manifest.json"
@@ -42,9 +40,17 @@ CHUNK_SIZE = 1 << 20
 #: the sizes their manifest declares) is only judged once this much has been
 #: written, so small highly compressible files (JSON, zeros) are never refused.
 RATIO_GRACE_BYTES = 16 << 20
-#: An empty staging directory younger than this is never judged abandoned
-#: (its extract may not have locked it yet).
+#: An empty staging or session directory younger than this is never judged
+#: abandoned (its extract or session may not have locked it yet).
 STAGE_GRACE_SECONDS = 60
+#: A file whose mtime or ctime falls this close before a snapshot could be
+#: rewritten within the same timestamp tick without its stats changing
+#: (git's "racy" files): such files are compared by hash, never by stats.
+RACY_WINDOW_NS = 50_000_000
+#: A wait for an archive's lock longer than this is said once.
+LOCK_WAIT_NOTICE_SECONDS = 1.0
+#: Extraction refuses a manifest member larger than this.
+MAX_MANIFEST_BYTES = 64 << 20
 MAX_NAME_BYTES = 4096
 MAX_COMPONENT_BYTES = 255
 
@@ -85,20 +91,6 @@ def cache_root() -> pathlib.Path:
         os.path.expanduser("~"), ".cache"
     )
     return pathlib.Path(xdg) / "dffml-archive"
-
-
-def rescue_path(archive) -> pathlib.Path:
-    """Where the working directory of a session whose save failed is kept
-    (its model information beside it, as ``<that>.model.json``)."""
-    from ._atomic import name_within  # _atomic imports this module
-
-    stamp = time.strftime("%Y%m%dT%H%M%S")
-    unique = secrets.token_hex(4)
-    # The name must fit the component limit with ".model.json" added: a long
-    # archive name must never cost the rescue of a finished training.
-    fixed = len(f"rescued--{stamp}-{unique}.model.json")
-    name = name_within(pathlib.Path(archive).name, MAX_COMPONENT_BYTES - fixed)
-    return cache_root() / f"rescued-{name}-{stamp}-{unique}"
 
 
 def _env_flag(name: str, default: bool) -> bool:

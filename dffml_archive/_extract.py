@@ -19,7 +19,9 @@ import warnings
 from typing import List, Optional
 
 from . import _constants as C
-from ._atomic import hidden_sibling_prefix, hold_directory, remove_abandoned_directories
+from ._atomic import (
+    current_umask, hidden_sibling_prefix, hold_directory, remove_abandoned_directories
+)
 from ._formats import check_content, format_for_path
 from ._job import Job
 from ._manifest import Manifest, ManifestMember
@@ -46,7 +48,6 @@ from .errors import (
     os_errors_as,
 )
 
-MAX_MANIFEST_BYTES = 64 << 20
 _OPEN_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
@@ -115,7 +116,7 @@ class _DiskSink:
     def finish(self):
         # Deepest first, so a read-only parent never blocks its children.
         # The umask applies, as it did to the files (os.open).
-        umask = _umask()
+        umask = current_umask()
         for name in sorted(self._dir_modes, key=lambda n: n.count("/"), reverse=True):
             mode = self._dir_modes[name] & ~umask
             if mode != C.OWNER_DIR_BITS:
@@ -131,7 +132,7 @@ def _refuse_kind(archive, entry, name):
 
 
 def _read_manifest(archive, entry: Entry) -> Manifest:
-    if entry.size > MAX_MANIFEST_BYTES:
+    if entry.size > C.MAX_MANIFEST_BYTES:
         raise ArchiveLimitError(archive, "manifest is implausibly large", member=entry.name)
     return Manifest.from_bytes(archive, b"".join(bytes(chunk) for chunk in entry.chunks()))
 
@@ -319,12 +320,6 @@ def _move_into_place(archive, stage: str, destination: pathlib.Path, replace: bo
     shutil.rmtree(backup, ignore_errors=True)
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def extract_archive(
     archive, destination, *, limits=None, replace=False, private=False, job=None
 ) -> Manifest:
@@ -354,7 +349,7 @@ def extract_archive(
         manifest = read_archive(archive, limits, sink, job)
         sink.finish()
         if not private:
-            os.chmod(stage, 0o777 & ~_umask())
+            os.chmod(stage, 0o777 & ~current_umask())
         _move_into_place(archive, stage, destination, replace)
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)

@@ -13,28 +13,30 @@ so nothing has touched either since the content was hashed.
 """
 import asyncio
 import contextlib
-import contextvars
 import dataclasses
 import errno
-import fcntl
 import functools
 import hashlib
 import json
 import os
 import pathlib
+import re
 import shlex
 import shutil
 import stat
 import tempfile
 import time
 import warnings
-from typing import Dict, Optional, Tuple
+from typing import Optional, Tuple
 
+from . import _api, _cache
 from . import _constants as C
-from ._atomic import is_writable
+from ._atomic import hold_directory, is_writable, remove_abandoned_directories
 from ._formats import format_for_path, is_archive_path, looks_like_unsupported_archive
 from ._lock import archive_lock_async, lock_for
+from ._job import in_thread
 from ._manifest import Manifest
+from ._sessions import SESSIONS
 from .errors import (
     ArchiveError, ArchiveNotUpdatedWarning, ArchiveWriteError, cache_errors, explain_os_error,
     os_errors_as,
@@ -63,29 +65,6 @@ class WorkingCopy:
     #: written is then left as it was, with an ArchiveNotUpdatedWarning,
     #: instead of an error and a rescued copy of the tree.
     best_effort: bool = False
-
-
-#: The sessions this task is inside: real archive path -> [WorkingCopy, depth].
-#: A context variable, so nesting is per task (and its child tasks): another
-#: task entering the same archive waits for the lock instead of sharing.
-_SESSIONS: contextvars.ContextVar = contextvars.ContextVar("dffml_archive_sessions", default={})
-
-
-#: A file whose mtime or ctime falls this close before a snapshot could be
-#: rewritten within the same timestamp tick without its stats changing
-#: (git's "racy" files): such files are compared by hash, never by stats.
-RACY_WINDOW_NS = 50_000_000
-
-
-def refuse_inside_session(archive) -> None:
-    """Packing an archive that this task has open would wait forever for its
-    own lock: say so instead."""
-    if os.path.realpath(archive) in _SESSIONS.get():
-        raise ArchiveError(
-            archive,
-            "is open in an archive_location session of this task",
-            hint="write into the session's directory; it is saved when the session ends",
-        )
 
 
 def _snapshot(tree: pathlib.Path) -> dict:
@@ -124,45 +103,14 @@ def _normalized_json(value) -> str:
     return json.dumps(value, sort_keys=True, default=str)
 
 
-#: Uncached sessions work in ``extract/session-<random>``, each holding an
-#: ``flock`` on its directory for as long as it lives.
-_SESSION_PREFIX = "session-"
-#: A session directory younger than this is never judged (its owner may not
-#: have locked it yet).
-_SESSION_GRACE_SECONDS = 60
-
-
-def _lock_session(directory: str) -> int:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    fcntl.flock(fd, fcntl.LOCK_EX)
-    return fd
-
-
 def _remove_abandoned_sessions(root: pathlib.Path) -> None:
     """A process killed mid-session leaves its working tree behind (with the
-    cache on, the next session reuses its slot; without, nothing would).  A
-    directory whose lock is free has no live owner: a lock, unlike a pid,
-    holds across pid namespaces (containers) and pid reuse."""
-    for entry in os.scandir(root):
-        if not entry.name.startswith(_SESSION_PREFIX):
-            continue
-        try:
-            if time.time() - entry.stat().st_mtime < _SESSION_GRACE_SECONDS:
-                continue
-            fd = os.open(entry.path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        except OSError:
-            continue
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            continue  # alive
-        finally:
-            os.close(fd)
-        shutil.rmtree(entry.path, ignore_errors=True)
+    cache on, the next session reuses its slot; without, nothing would).
+    Uncached sessions hold an flock on their directory while they live."""
+    pattern = re.compile(re.escape(_cache.SESSION_PREFIX) + r"[A-Za-z0-9_]{8}")
+    remove_abandoned_directories(root, pattern, C.STAGE_GRACE_SECONDS)
 
 
-#: A cached slot records the real path of its archive here (for pruning).
-_ARCHIVE_PATH_FILE = "archive-path"
 _pruned_in_this_process = False
 
 
@@ -176,7 +124,7 @@ def _remove_slots_of_deleted_archives(root: pathlib.Path) -> None:
     _pruned_in_this_process = True
     for entry in os.scandir(root):
         try:
-            archive = (pathlib.Path(entry.path) / _ARCHIVE_PATH_FILE).read_text("utf-8")
+            archive = (pathlib.Path(entry.path) / _cache.ARCHIVE_PATH_FILE).read_text("utf-8")
         except (OSError, ValueError):
             continue  # a session, or a slot of an older version
         if os.path.lexists(archive):
@@ -196,20 +144,19 @@ class _CacheSlot:
     (+ ``archive-path``)."""
 
     def __init__(self, archive: pathlib.Path, cached: bool):
-        key = hashlib.sha256(os.path.realpath(archive).encode("utf-8", "surrogateescape"))
-        root = C.cache_root() / "extract"
+        root = _cache.extract_directory()
         self.cached = cached
         with cache_errors(archive, root):
             root.mkdir(parents=True, exist_ok=True, mode=0o700)
             self._session_lock = None
             if cached:
-                self.root = root / key.hexdigest()[:32]
+                self.root = _cache.slot_path(archive)
             else:
                 _remove_abandoned_sessions(root)
-                self.root = pathlib.Path(tempfile.mkdtemp(dir=root, prefix=_SESSION_PREFIX))
-                self._session_lock = _lock_session(self.root)
-        self.tree = self.root / "tree"
-        self.state_file = self.root / "state.json"
+                self.root = pathlib.Path(tempfile.mkdtemp(dir=root, prefix=_cache.SESSION_PREFIX))
+                self._session_lock = hold_directory(self.root)
+        self.tree = self.root / _cache.TREE
+        self.state_file = self.root / _cache.STATE_FILE
 
     def load_state(self) -> Optional[dict]:
         try:
@@ -228,7 +175,7 @@ class _CacheSlot:
         temp = self.state_file.with_suffix(".tmp")
         temp.write_text(json.dumps(state))
         os.replace(temp, self.state_file)
-        (self.root / _ARCHIVE_PATH_FILE).write_text(os.path.realpath(archive), "utf-8")
+        (self.root / _cache.ARCHIVE_PATH_FILE).write_text(os.path.realpath(archive), "utf-8")
 
     def valid_manifest(self, archive) -> Optional[Manifest]:
         """The cached manifest if the cache still mirrors the archive."""
@@ -282,7 +229,7 @@ class _CacheSlot:
 
 
 def _racy_files(state: dict):
-    limit = state.get("taken_ns", 0) - RACY_WINDOW_NS
+    limit = state.get("taken_ns", 0) - C.RACY_WINDOW_NS
     for path, (kind, _size, mtime, _inode, _mode, ctime) in state["tree"].items():
         if kind == "f" and max(mtime, ctime) >= limit:
             yield path
@@ -324,10 +271,6 @@ def _tree_differs(tree: pathlib.Path, state: dict, manifest: Manifest, now: dict
     return False
 
 
-async def _in_thread(function, *args):
-    return await asyncio.get_running_loop().run_in_executor(None, function, *args)
-
-
 def _open_slot(archive: pathlib.Path) -> _CacheSlot:
     slot = _CacheSlot(archive, C.extract_cache_enabled())
     if slot.cached:
@@ -340,24 +283,21 @@ async def _enter(archive: pathlib.Path, limits) -> tuple:
     slot and the archive's manifest (None for a new archive)."""
     # Off the loop: opening a slot may first remove what killed sessions or
     # deleted archives left behind (whole trees).
-    slot = await _in_thread(_open_slot, archive)
+    slot = await in_thread(_open_slot, archive)
     if not archive.exists():
-        await _in_thread(slot.reset)
+        await in_thread(slot.reset)
         slot.tree.mkdir(mode=0o700)
         return slot, None
-    manifest = await _in_thread(slot.valid_manifest, archive) if slot.cached else None
+    manifest = await in_thread(slot.valid_manifest, archive) if slot.cached else None
     if manifest is None:
-        # Imported here: a cache hit (or a new archive) needs no extractor.
-        from .operations import extract_for_location
-
         try:
-            await _in_thread(slot.reset)
-            manifest = await extract_for_location(archive, slot.tree, limits)
-            await _in_thread(os.chmod, slot.tree, 0o700)
+            await in_thread(slot.reset)
+            manifest = await _api.extract(archive, slot.tree, limits=limits, replace=True)
+            await in_thread(os.chmod, slot.tree, 0o700)
             if slot.cached:
-                await _in_thread(slot.save_state_if_possible, archive, manifest)
+                await in_thread(slot.save_state_if_possible, archive, manifest)
         except BaseException:
-            await asyncio.shield(_in_thread(slot.discard))
+            await asyncio.shield(in_thread(slot.discard))
             raise
     return slot, manifest
 
@@ -383,28 +323,27 @@ def _needs_saving(slot: _CacheSlot, copy: WorkingCopy) -> bool:
 
 
 async def _leave(slot: _CacheSlot, copy: WorkingCopy) -> None:
-    if not await _in_thread(_needs_saving, slot, copy):
+    if not await in_thread(_needs_saving, slot, copy):
         return
     if copy.best_effort:
-        cause = await _in_thread(_why_not_writable, copy.archive)
+        cause = await in_thread(_why_not_writable, copy.archive)
         if cause is not None:
             await _not_updated(slot, copy, *cause)
             return
-    from .operations import pack_for_location  # only when saving
 
     try:
-        manifest = await pack_for_location(slot.tree, copy.archive, copy.model)
+        manifest = await _api.pack_holding_the_lock(slot.tree, copy.archive, copy.model)
     except (ArchiveError, OSError) as error:
         if copy.best_effort and isinstance(error, ArchiveWriteError):
             await _not_updated(slot, copy, error.reason, error.hint)
             return
-        rescued = await asyncio.shield(_in_thread(_rescue, slot, copy))
+        rescued = await asyncio.shield(in_thread(_rescue, slot, copy))
         if rescued is None:
             raise
         raise _save_failed(error, copy.archive, rescued) from error
     copy.manifest = manifest
     if slot.cached:
-        await _in_thread(slot.save_state_if_possible, copy.archive, manifest)
+        await in_thread(slot.save_state_if_possible, copy.archive, manifest)
 
 
 def _why_not_writable(archive) -> Optional[Tuple[str, str]]:
@@ -440,14 +379,14 @@ async def _not_updated(slot: _CacheSlot, copy: WorkingCopy, reason: str, hint) -
         "but the model state this run changed is not kept"
     )
     warnings.warn(ArchiveNotUpdatedWarning(f"{message} ({hint})" if hint else message))
-    await asyncio.shield(_in_thread(slot.discard))
+    await asyncio.shield(in_thread(slot.discard))
 
 
 def _rescue(slot: _CacheSlot, copy: WorkingCopy) -> Optional[pathlib.Path]:
     """Move the tree of a session whose save failed out of the cache (a full
     disk must not cost a training run), with its model information beside
     it.  A rename needs no free space; None if even that fails."""
-    target = C.rescue_path(copy.archive)  # unique: it ends in a random part
+    target = _cache.rescue_path(copy.archive)  # unique: it ends in a random part
     try:
         os.rename(slot.tree, target)
     except OSError as error:
@@ -495,7 +434,7 @@ async def archive_location(location, *, limits=None):
         yield WorkingCopy(directory=path)
         return
     key = os.path.realpath(path)
-    active = _SESSIONS.get().get(key)
+    active = SESSIONS.get().get(key)
     if active is not None:
         active[1] += 1
         try:
@@ -511,20 +450,20 @@ async def archive_location(location, *, limits=None):
             manifest=manifest,
             model=manifest.model if manifest else None,
         )
-        _SESSIONS.set({**_SESSIONS.get(), key: [copy, 1]})
+        SESSIONS.set({**SESSIONS.get(), key: [copy, 1]})
         try:
             yield copy
         except BaseException:
             # The tree may hold half-done changes: never save or cache it.
-            await asyncio.shield(_in_thread(slot.discard))
+            await asyncio.shield(in_thread(slot.discard))
             raise
         else:
             try:
                 await _leave(slot, copy)
             except BaseException:
-                await asyncio.shield(_in_thread(slot.discard))
+                await asyncio.shield(in_thread(slot.discard))
                 raise
         finally:
-            _SESSIONS.set({k: v for k, v in _SESSIONS.get().items() if k != key})
+            SESSIONS.set({k: v for k, v in SESSIONS.get().items() if k != key})
         if not slot.cached:
-            await _in_thread(slot.discard)
+            await in_thread(slot.discard)

@@ -5,24 +5,21 @@ Lock files live in the cache (never beside the archive), named by a hash of
 the archive's real path.  Not re-entrant: code that already holds the lock
 (an ``archive_location`` session saving its archive) says so explicitly.
 
-A wait longer than :data:`WAIT_NOTICE_SECONDS` is said once, as an
+A wait longer than ``LOCK_WAIT_NOTICE_SECONDS`` (``_constants``) is said once, as an
 :class:`~dffml_archive.ArchiveLockWaitWarning` naming the archive and the
 lock file: a command that waits silently looks hung.
 """
 import asyncio
 import contextlib
 import fcntl
-import hashlib
 import os
 import threading
 import time
 import warnings
 
+from . import _cache
 from . import _constants as C
 from .errors import ArchiveLockWaitWarning, cache_errors
-
-#: Waiting for a lock this long is said (once).
-WAIT_NOTICE_SECONDS = 1.0
 
 _registry_guard = threading.Lock()
 _locks = {}  # lock file path -> _ArchiveLock
@@ -80,14 +77,11 @@ class _ArchiveLock:
 
 
 def lock_for(archive) -> _ArchiveLock:
-    real = os.path.realpath(os.fspath(archive))
-    digest = hashlib.sha256(real.encode("utf-8", "surrogateescape")).hexdigest()
-    directory = C.cache_root() / "locks"
-    with cache_errors(archive, directory):
-        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-    path = str(directory / f"{digest[:32]}.lock")
+    path = _cache.lock_path(archive)
+    with cache_errors(archive, path.parent):
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     with _registry_guard:
-        return _locks.setdefault(path, _ArchiveLock(path, archive))
+        return _locks.setdefault(str(path), _ArchiveLock(str(path), archive))
 
 
 def _say_waiting(lock: _ArchiveLock) -> None:
@@ -101,7 +95,7 @@ def _say_waiting(lock: _ArchiveLock) -> None:
 def archive_lock(archive):
     """Hold the lock of ``archive``, blocking until it is free."""
     lock = lock_for(archive)
-    deadline = time.monotonic() + WAIT_NOTICE_SECONDS
+    deadline = time.monotonic() + C.LOCK_WAIT_NOTICE_SECONDS
     while not lock.try_acquire():
         if time.monotonic() >= deadline:
             _say_waiting(lock)
@@ -120,7 +114,7 @@ async def archive_lock_async(archive):
     cancelled waiter never leaves a thread behind that takes the lock later."""
     lock = lock_for(archive)
     delay = 0.001
-    notice_at = time.monotonic() + WAIT_NOTICE_SECONDS
+    notice_at = time.monotonic() + C.LOCK_WAIT_NOTICE_SECONDS
     while not lock.try_acquire():
         if notice_at is not None and time.monotonic() >= notice_at:
             _say_waiting(lock)

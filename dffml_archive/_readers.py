@@ -3,7 +3,6 @@
 Readers only describe members; every decision about them is taken by
 ``_extract``, so all formats pass through the same checks.
 """
-import bz2
 import dataclasses
 import functools
 import lzma
@@ -15,12 +14,12 @@ from typing import Callable, Iterator, Optional
 
 from ._constants import CHUNK_SIZE, MANIFEST_NAME
 from ._formats import Format, raw_deflate_decompressor
+from ._safety import DIRECTORY, FILE  # noqa: F401 (readers' Entry.kind values)
 from .errors import (
     ArchiveError, CorruptArchiveError, UnsafeArchiveError, UnsupportedArchiveError,
     explain_os_error,
 )
 
-FILE, DIRECTORY = "file", "directory"
 SYMLINK, HARDLINK, DEVICE, FIFO, OTHER = (
     "symbolic link", "hard link", "device file", "FIFO", "special member"
 )

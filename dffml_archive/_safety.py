@@ -15,6 +15,7 @@ from .errors import ArchiveLimitError, CorruptArchiveError, UnsafeArchiveError
 
 _DRIVE_LETTER = re.compile(r"^[A-Za-z]:")
 
+#: The member types an archive may hold (the manifest's ``type`` values).
 FILE, DIRECTORY = "file", "directory"
 
 

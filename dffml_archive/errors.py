@@ -5,6 +5,27 @@ import errno
 import os
 import re
 
+#: The public names (exported by the package).  ``ModelArchiveNotFound``
+#: lives in :mod:`dffml_archive.model`: it is also DFFML's ``ModelNotTrained``,
+#: and importing dffml here would slow every command down.
+__all__ = [
+    "ArchiveError",
+    "UnsupportedArchiveError",
+    "UnsafeArchiveError",
+    "ArchiveLimitError",
+    "CorruptArchiveError",
+    "ModelInfoError",
+    "ConfigMismatchError",
+    "WrongBackendError",
+    "ArchiveSourceError",
+    "DestinationError",
+    "ArchiveWriteError",
+    "ArchiveWarning",
+    "UnverifiedArchiveWarning",
+    "ArchiveNotUpdatedWarning",
+    "ArchiveLockWaitWarning",
+]
+
 
 class ArchiveError(Exception):
     """Base class of every error raised by dffml-archive."""
@@ -45,6 +66,14 @@ class CorruptArchiveError(ArchiveError):
 class ModelInfoError(CorruptArchiveError):
     """The manifest's model section (entry point, upstream, extra, config) is
     not what a dffml-archive model writes: it was edited or made by hand."""
+
+
+class ConfigMismatchError(ArchiveError):
+    """The options given differ from the configuration stored in the archive."""
+
+
+class WrongBackendError(ArchiveError):
+    """The archive holds a model of another backend."""
 
 
 class ArchiveSourceError(ArchiveError):

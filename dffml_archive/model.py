@@ -38,22 +38,17 @@ from ._formats import is_archive_path
 from ._location import archive_location
 from ._manifest import created_by, _distribution_version
 from ._model_info import LABEL_SUFFIX, archive_label, checked_model_info  # noqa: F401
-from .errors import ArchiveError, ArchiveWriteError, ModelInfoError, shown
+from .errors import (  # noqa: F401 (ConfigMismatchError, WrongBackendError: re-exported)
+    ArchiveError, ArchiveWriteError, ConfigMismatchError, ModelInfoError, WrongBackendError,
+    shown,
+)
 
 install_one_line_errors()
-
-
-class ConfigMismatchError(ArchiveError):
-    """The options given differ from the configuration stored in the archive."""
 
 
 class ModelArchiveNotFound(ArchiveError, ModelNotTrained):
     """The location holds no trained model (no archive yet, or ``retrain``
     without training): train first."""
-
-
-class WrongBackendError(ArchiveError):
-    """The archive holds a model of another backend."""
 
 
 class BackendAdapter:

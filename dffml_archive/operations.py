@@ -1,9 +1,8 @@
 """DFFML dataflow operations: ``archive_pack``, ``archive_extract``,
 ``archive_verify``.
 
-They are thin wrappers over the engine, and the model layer enters archive
-locations through these same functions (``extract_for_location`` /
-``pack_for_location``), so dataflows and models share one implementation.
+A leaf adapter, like the command line: thin wrappers over the engine's API
+(:mod:`dffml_archive._api`), which the model layer calls directly.
 """
 from typing import Optional
 
@@ -63,12 +62,10 @@ def _manifest_output(manifest: Manifest) -> dict:
     inputs={"directory": ARCHIVE_DIRECTORY, "archive": ARCHIVE_PATH},
     outputs={"archive": ARCHIVE_PACKED, "manifest": ARCHIVE_MANIFEST},
 )
-async def archive_pack(
-    directory: str, archive: str, model: Optional[dict] = None, caller_holds_lock=False
-):
+async def archive_pack(directory: str, archive: str, model: Optional[dict] = None):
     """Pack ``directory`` into ``archive`` atomically (format from the extension).
-    ``model`` and ``caller_holds_lock`` are for direct calls (the model layer)."""
-    manifest = await pack(directory, archive, model=model, caller_holds_lock=caller_holds_lock)
+    ``model`` (JSON, stored in the manifest) is for direct calls."""
+    manifest = await pack(directory, archive, model=model)
     return {"archive": str(archive), "manifest": manifest.to_json()}
 
 
@@ -112,25 +109,3 @@ async def archive_verify(archive: str, config: ArchiveLimitsConfig = None):
     except ArchiveError as error:
         return {"verified": False, "error": str(error), "manifest": None}
     return {"error": None, **_manifest_output(manifest)}
-
-
-async def extract_for_location(archive, directory, limits: Optional[Limits]) -> Manifest:
-    limits = limits or Limits()
-    result = await archive_extract(
-        str(archive),
-        str(directory),
-        ArchiveLimitsConfig(
-            max_size=limits.max_size,
-            max_members=limits.max_members,
-            max_ratio=limits.max_ratio,
-            replace=True,
-        ),
-    )
-    manifest = Manifest.from_json(archive, result["manifest"])
-    manifest.verified = result["verified"]
-    return manifest
-
-
-async def pack_for_location(directory, archive, model: Optional[dict]) -> Manifest:
-    result = await archive_pack(str(directory), str(archive), model, caller_holds_lock=True)
-    return Manifest.from_json(archive, result["manifest"])

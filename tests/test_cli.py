@@ -18,18 +18,11 @@ import pytest
 import dffml_archive
 
 from _e2e_helpers import without_root_override
+from _helpers import read_tree, subprocess_env
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 # Not resolved: a virtual environment's python is a symlink to the base one.
 BIN = pathlib.Path(sys.executable).parent
-
-
-def subprocess_env() -> dict:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(
-        [str(REPO)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])
-    )
-    return env
 
 
 def cli(*args, timeout=120, **kwargs) -> subprocess.CompletedProcess:
@@ -58,14 +51,6 @@ def service(*args, timeout=120) -> subprocess.CompletedProcess:
         env=subprocess_env(),
         timeout=timeout,
     )
-
-
-def read_tree(root) -> dict:
-    root = pathlib.Path(root)
-    return {
-        path.relative_to(root).as_posix(): (None if path.is_dir() else path.read_bytes())
-        for path in sorted(root.rglob("*"))
-    }
 
 
 def assert_ok(result):

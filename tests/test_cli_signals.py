@@ -25,18 +25,10 @@ import time
 import pytest
 
 from _e2e_helpers import DFFML, write_csv
+from _helpers import read_tree, subprocess_env
 
-REPO = pathlib.Path(__file__).resolve().parent.parent
 TIMEOUT = 120
 BIG = 200_000_000
-
-
-def subprocess_env() -> dict:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(
-        [str(REPO)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])
-    )
-    return env
 
 
 def start(command) -> subprocess.Popen:
@@ -96,11 +88,6 @@ def terminated(process: subprocess.Popen) -> str:
     lines = stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: terminated"), stderr
     return lines[0]
-
-
-def read_tree(root: pathlib.Path) -> dict:
-    return {path.relative_to(root).as_posix(): path.read_bytes()
-            for path in sorted(root.rglob("*")) if path.is_file()}
 
 
 # -- SIGTERM -------------------------------------------------------------------------

@@ -28,18 +28,11 @@ import dffml_archive as da
 from dffml_archive import archive_location
 
 from _e2e_helpers import without_root_override
+from _helpers import subprocess_env
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 FILES_PER_TREE = 3
 FILE_SIZE = 20_000_000  # 3 x 20 MB = 60 MB per tree
-
-
-def subprocess_env() -> dict:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(
-        [str(REPO)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])
-    )
-    return env
 
 
 def digests(root) -> dict:
@@ -51,7 +44,6 @@ def digests(root) -> dict:
             None if path.is_dir() else hashlib.sha256(path.read_bytes()).hexdigest()
         )
     return result
-
 
 
 def one_file_tree(root: pathlib.Path, text: str) -> pathlib.Path:

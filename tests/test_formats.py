@@ -17,6 +17,9 @@ import zstandard
 
 import dffml_archive
 from dffml_archive import UnverifiedArchiveWarning
+from _helpers import fixed_umask  # noqa: F401
+
+pytestmark = pytest.mark.usefixtures("fixed_umask")
 
 FORMATS = (".tar", ".tar.gz", ".tar.bz2", ".tar.xz", ".tar.zst", ".zip")
 TAR_FORMATS = FORMATS[:5]
@@ -37,13 +40,6 @@ GNU_TAR_CREATE = {
     ".tar.xz": ["tar", "-cJf"],
     ".tar.zst": ["tar", "-I", "zstd", "-cf"],
 }
-
-
-@pytest.fixture(autouse=True)
-def fixed_umask():
-    old = os.umask(0o022)
-    yield
-    os.umask(old)
 
 
 def make_tree(root) -> pathlib.Path:

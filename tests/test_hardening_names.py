@@ -20,11 +20,11 @@ import dffml
 from dffml import Model
 
 import dffml_archive
-from dffml_archive import _constants as C
+from dffml_archive import _cache
 from dffml_archive.errors import ArchiveError, CorruptArchiveError, ModelInfoError
 from dffml_archive.model import load_model
 
-from test_cli import subprocess_env
+from _helpers import subprocess_env
 
 DFFML = str(pathlib.Path(sys.executable).with_name("dffml"))
 LINE = [{"x": float(x), "y": 2.0 * x + 1.0} for x in range(10)]
@@ -79,10 +79,10 @@ def test_a_name_the_file_system_refuses_is_refused_before_training(work):
 
 def test_rescue_names_fit_the_component_limit_with_their_model_file():
     for name in ("m.tar", "m" * 243 + ".tar.gz", "é" * 120 + ".zip"):
-        rescued = C.rescue_path(name)
+        rescued = _cache.rescue_path(name)
         assert len(os.fsencode(rescued.name + ".model.json")) <= 255, rescued.name
         assert rescued.name.startswith("rescued-" + name[:8])
-    long_one, other = C.rescue_path("a" * 250 + "1.tar"), C.rescue_path("a" * 250 + "2.tar")
+    long_one, other = _cache.rescue_path("a" * 250 + "1.tar"), _cache.rescue_path("a" * 250 + "2.tar")
     assert long_one.name.split("-")[1] != other.name.split("-")[1], "distinct names stay distinct"
 
 

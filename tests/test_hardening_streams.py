@@ -25,7 +25,7 @@ from dffml_archive._extract import extract_archive, verify_archive
 from dffml_archive._pack import pack_directory
 from dffml_archive.errors import ArchiveError
 
-from test_cli import cli, subprocess_env
+from test_cli import cli
 
 FORMATS = (".tar", ".tar.gz", ".tar.bz2", ".tar.xz", ".tar.zst", ".zip")
 

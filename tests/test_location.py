@@ -19,22 +19,13 @@ import pytest
 
 import dffml_archive as da
 from dffml_archive import archive_location
+from _helpers import read_tree, subprocess_env
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 
 
 # --------------------------------------------------------------------------
 # helpers
-
-
-def read_tree(root) -> dict:
-    """Relative path -> bytes (None for a directory) of everything below root."""
-    root = pathlib.Path(root)
-    result = {}
-    for path in sorted(root.rglob("*")):
-        relative = path.relative_to(root).as_posix()
-        result[relative] = None if path.is_dir() else path.read_bytes()
-    return result
 
 
 def identity(path) -> tuple:
@@ -49,15 +40,6 @@ def sha256(data: bytes) -> str:
 
 def cache_dir() -> pathlib.Path:
     return pathlib.Path(os.environ["DFFML_ARCHIVE_CACHE"])
-
-
-def subprocess_env() -> dict:
-    env = dict(os.environ)
-    # Import this checkout in subprocesses, whatever the install mode.
-    env["PYTHONPATH"] = os.pathsep.join(
-        [str(REPO)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])
-    )
-    return env
 
 
 async def archive_members(archive) -> dict:

@@ -37,6 +37,9 @@ import zstandard
 
 import dffml_archive
 from dffml_archive import (
+from _helpers import fixed_umask  # noqa: F401
+
+pytestmark = pytest.mark.usefixtures("fixed_umask")
     ArchiveError,
     ArchiveLimitError,
     CorruptArchiveError,
@@ -53,13 +56,6 @@ ZIP_ONLY = (".zip",)
 FIXED_MTIME = 315532800
 DOS_DATE_1980 = (0 << 9) | (1 << 5) | 1  # 1980-01-01
 SKIP = object()  # do not check the error's member
-
-
-@pytest.fixture(autouse=True)
-def fixed_umask():
-    old = os.umask(0o022)
-    yield
-    os.umask(old)
 
 
 # ---------------------------------------------------------------------------

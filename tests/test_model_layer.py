@@ -669,16 +669,16 @@ async def test_nested_model_and_context_enters(work, backend):
 async def test_repeated_predictions_reuse_the_extraction_cache(work, trained_slr, monkeypatch):
     # slr rewrites its state file (same bytes) on every exit: that must not
     # leave the cache looking stale, or every other session re-extracts.
-    import dffml_archive.operations
+    import dffml_archive._api
 
     extracted = []
-    real = dffml_archive.operations.extract_for_location
+    real = dffml_archive._api.extract
 
     async def counting(*args, **kwargs):
         extracted.append(args[0])
         return await real(*args, **kwargs)
 
-    monkeypatch.setattr(dffml_archive.operations, "extract_for_location", counting)
+    monkeypatch.setattr(dffml_archive._api, "extract", counting)
     before = stat_identity(trained_slr)
     for _ in range(3):
         assert values(await predictions(slr(trained_slr))) == pytest.approx([6.0, 41.0])

@@ -18,6 +18,7 @@ from dffml.df.types import InputFlow, Operation
 
 import dffml_archive as da
 from dffml_archive.operations import (
+from _helpers import read_tree, subprocess_env
     ARCHIVE_DIRECTORY,
     ARCHIVE_PATH,
     ArchiveLimitsConfig,
@@ -29,22 +30,6 @@ from dffml_archive.operations import (
 REPO = pathlib.Path(__file__).resolve().parent.parent
 BIN = pathlib.Path(sys.executable).parent
 MANIFEST_FORMAT = "dffml-archive-manifest"
-
-
-def subprocess_env() -> dict:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(
-        [str(REPO)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])
-    )
-    return env
-
-
-def read_tree(root) -> dict:
-    root = pathlib.Path(root)
-    return {
-        path.relative_to(root).as_posix(): (None if path.is_dir() else path.read_bytes())
-        for path in sorted(root.rglob("*"))
-    }
 
 
 def tamper(archive: pathlib.Path) -> None:

@@ -19,6 +19,9 @@ import zstandard
 
 import dffml_archive
 from dffml_archive import (
+from _helpers import fixed_umask  # noqa: F401
+
+pytestmark = pytest.mark.usefixtures("fixed_umask")
     ArchiveSourceError,
     DestinationError,
     UnsupportedArchiveError,
@@ -27,13 +30,6 @@ from dffml_archive import (
 FORMATS = (".tar", ".tar.gz", ".tar.bz2", ".tar.xz", ".tar.zst", ".zip")
 MANIFEST_NAME = ".dffml-archive-manifest.json"
 REPO = pathlib.Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture(autouse=True)
-def fixed_umask():
-    old = os.umask(0o022)
-    yield
-    os.umask(old)
 
 
 def state(root) -> dict:
