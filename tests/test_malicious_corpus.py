@@ -37,9 +37,6 @@ import zstandard
 
 import dffml_archive
 from dffml_archive import (
-from _helpers import fixed_umask  # noqa: F401
-
-pytestmark = pytest.mark.usefixtures("fixed_umask")
     ArchiveError,
     ArchiveLimitError,
     CorruptArchiveError,
@@ -48,6 +45,10 @@ pytestmark = pytest.mark.usefixtures("fixed_umask")
     UnsupportedArchiveError,
     UnverifiedArchiveWarning,
 )
+
+from _helpers import fixed_umask  # noqa: F401
+
+pytestmark = pytest.mark.usefixtures("fixed_umask")
 
 MANIFEST_NAME = ".dffml-archive-manifest.json"
 FORMATS = (".tar", ".tar.gz", ".tar.bz2", ".tar.xz", ".tar.zst", ".zip")

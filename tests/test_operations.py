@@ -18,7 +18,6 @@ from dffml.df.types import InputFlow, Operation
 
 import dffml_archive as da
 from dffml_archive.operations import (
-from _helpers import read_tree, subprocess_env
     ARCHIVE_DIRECTORY,
     ARCHIVE_PATH,
     ArchiveLimitsConfig,
@@ -26,6 +25,8 @@ from _helpers import read_tree, subprocess_env
     archive_pack,
     archive_verify,
 )
+
+from _helpers import read_tree, subprocess_env
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 BIN = pathlib.Path(sys.executable).parent

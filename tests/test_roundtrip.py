@@ -19,13 +19,14 @@ import zstandard
 
 import dffml_archive
 from dffml_archive import (
-from _helpers import fixed_umask  # noqa: F401
-
-pytestmark = pytest.mark.usefixtures("fixed_umask")
     ArchiveSourceError,
     DestinationError,
     UnsupportedArchiveError,
 )
+
+from _helpers import fixed_umask  # noqa: F401
+
+pytestmark = pytest.mark.usefixtures("fixed_umask")
 
 FORMATS = (".tar", ".tar.gz", ".tar.bz2", ".tar.xz", ".tar.zst", ".zip")
 MANIFEST_NAME = ".dffml-archive-manifest.json"
