@@ -101,7 +101,7 @@ def hold_directory(path) -> int:
 def remove_abandoned_directories(parent, pattern, grace_seconds: float) -> None:
     """Delete the directories in ``parent`` whose names match ``pattern`` and
     that nobody holds (see :func:`hold_directory`): what killed processes left
-    behind.  An empty one younger than ``grace_seconds`` is spared (its owner
+    behind.  One changed in the last ``grace_seconds`` is spared (its owner
     may not have locked it yet); best effort, and only our own."""
     try:
         entries = list(os.scandir(parent))
@@ -115,7 +115,7 @@ def remove_abandoned_directories(parent, pattern, grace_seconds: float) -> None:
             st = entry.stat(follow_symlinks=False)
             if not stat.S_ISDIR(st.st_mode) or st.st_uid != me:
                 continue
-            if time.time() - st.st_mtime < grace_seconds and not any(os.scandir(entry.path)):
+            if time.time() - st.st_mtime < grace_seconds:
                 continue
             fd = os.open(entry.path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         except OSError:

@@ -40,7 +40,7 @@ CHUNK_SIZE = 1 << 20
 #: the sizes their manifest declares) is only judged once this much has been
 #: written, so small highly compressible files (JSON, zeros) are never refused.
 RATIO_GRACE_BYTES = 16 << 20
-#: An empty staging or session directory younger than this is never judged
+#: A staging or session directory changed this recently is never judged
 #: abandoned (its extract or session may not have locked it yet).
 STAGE_GRACE_SECONDS = 60
 #: A file whose mtime or ctime falls this close before a snapshot could be

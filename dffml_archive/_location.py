@@ -107,7 +107,7 @@ def _remove_abandoned_sessions(root: pathlib.Path) -> None:
     """A process killed mid-session leaves its working tree behind (with the
     cache on, the next session reuses its slot; without, nothing would).
     Uncached sessions hold an flock on their directory while they live."""
-    pattern = re.compile(re.escape(_cache.SESSION_PREFIX) + r"[A-Za-z0-9_]{8}")
+    pattern = re.compile(re.escape(_cache.SESSION_PREFIX) + ".+")
     remove_abandoned_directories(root, pattern, C.STAGE_GRACE_SECONDS)
 
 

@@ -16,6 +16,7 @@ import pathlib
 import subprocess
 import sys
 import tarfile
+import time
 
 import pytest
 
@@ -257,6 +258,11 @@ def test_staging_left_by_a_killed_extract_is_removed_by_the_next(tmp_path, sourc
     (alive / "part").mkdir(parents=True)
     other = tmp_path / ".outer.q1w2e3r4.extracting"  # another destination's
     (other / "x").mkdir(parents=True)
+    young = tmp_path / ".out.y1o2u3n4.extracting"  # just made: maybe not locked yet
+    young.mkdir()
+    an_hour_ago = time.time() - 3600
+    for directory in (abandoned, alive, other):
+        os.utime(directory, (an_hour_ago, an_hour_ago))
     holder = subprocess.Popen([sys.executable, "-c", _HOLD_A_DIRECTORY, str(alive)],
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
@@ -267,4 +273,4 @@ def test_staging_left_by_a_killed_extract_is_removed_by_the_next(tmp_path, sourc
         holder.wait(timeout=30)
     assert result.returncode == 0, result.stderr
     assert not abandoned.exists()
-    assert alive.exists() and other.exists()
+    assert alive.exists() and other.exists() and young.exists()
