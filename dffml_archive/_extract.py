@@ -362,9 +362,11 @@ def extract_archive(
 
 def _remove_abandoned_stages(destination: pathlib.Path) -> None:
     """A process killed while extracting to ``destination`` leaves its staging
-    (or ``.old``) directory beside it: remove those whose owner is gone."""
+    directory beside it: remove those whose owner is gone.  (Never ``.old``
+    ones: killed at the wrong moment of a replace without renameat2, one
+    holds the only copy of the previous tree.)"""
     pattern = re.compile(
-        re.escape(hidden_sibling_prefix(destination.name)) + r"[A-Za-z0-9_]{8}\.(extracting|old)"
+        re.escape(hidden_sibling_prefix(destination.name)) + r"[A-Za-z0-9_]{8}\.extracting"
     )
     remove_abandoned_directories(destination.parent, pattern, C.STAGE_GRACE_SECONDS)
 

@@ -514,6 +514,9 @@ def archive_model(inner: type, upstream: str, adapter: BackendAdapter = None, mo
             "ADAPTER": adapter or BackendAdapter(),
         },
     )
+    # The name it is found by: ``dffml list models`` prints qualified names,
+    # and the backend module binds the class to the label (pickle finds it).
+    cls.__qualname__ = label
     return entrypoint(label)(cls)
 
 

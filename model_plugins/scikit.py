@@ -8,11 +8,38 @@ Inside the archive we keep it under the key computed for a fixed placeholder
 directory and swap keys around the upstream model's load and save, using the
 plugin's own hash function.
 """
+import contextlib
 import dataclasses
-
-from dffml_model_scikit import scikit_models
+import io
+import logging
+import warnings
 
 from dffml_archive.model import BackendAdapter, wrap_distribution
+
+
+@contextlib.contextmanager
+def _daal4py_banner_silenced():
+    """dffml-model-scikit calls ``daal4py.sklearn.patch_sklearn()`` on import
+    when daal4py is installed, which prints a deprecation warning, a logging
+    line and a banner to stderr in every command.  Its output is dropped
+    while the plugin is imported; the patching itself (upstream's choice) is
+    left alone."""
+    root = logging.getLogger()
+    level, handlers = root.level, list(root.handlers)
+    with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
+        warnings.simplefilter("ignore", FutureWarning)
+        root.setLevel(logging.ERROR)
+        try:
+            yield
+        finally:
+            # logging.warning() on a bare root adds a handler writing to the
+            # stderr of that moment: ours, dropped with it.
+            root.handlers[:] = handlers
+            root.setLevel(level)
+
+
+with _daal4py_banner_silenced():
+    from dffml_model_scikit import scikit_models  # noqa: E402
 
 CANONICAL_DIRECTORY = "/__dffml_archive__/model"
 
