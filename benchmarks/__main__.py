@@ -3,7 +3,8 @@
     python -m benchmarks [--quick] [--repeat N] [--all-formats] [--workdir DIR] [--json FILE]
 
 engine (pack/extract vs GNU and stdlib), loop (event-loop stall and RSS),
-location (archive_location re-entry), cli (``--help`` start-up); then a
+location (archive_location re-entry), cli (``--help`` start-up), cli_tar
+(``python -m dffml_archive pack|extract`` against GNU tar, whole processes); then a
 summary of every target.
 
 The engine and the benchmarks are first copied to a temporary directory and
@@ -23,9 +24,11 @@ if __package__ in (None, ""):  # run as a file: make "benchmarks" importable
     sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
 from benchmarks import _common as B  # noqa: E402
-from benchmarks import bench_cli, bench_engine, bench_location, bench_loop  # noqa: E402
+from benchmarks import (  # noqa: E402
+    bench_cli, bench_cli_tar, bench_engine, bench_location, bench_loop,
+)
 
-ALL = ("engine", "loop", "location", "cli")
+ALL = ("engine", "loop", "location", "cli", "cli_tar")
 
 
 def _run_from_snapshot(args, argv) -> int:
@@ -96,7 +99,7 @@ def main(argv=None):
     with B.workdir(args, "all") as root:
         datasets = B.make_datasets(root / "data", B.SIZES[B.size_name(args)])
         modules = {"engine": bench_engine, "loop": bench_loop, "location": bench_location,
-                   "cli": bench_cli}
+                   "cli": bench_cli, "cli_tar": bench_cli_tar}
         for name in wanted:
             payload[name] = modules[name].run(args, datasets=datasets, root=root)
     elapsed = time.perf_counter() - started

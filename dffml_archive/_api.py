@@ -6,13 +6,21 @@ import contextlib
 import functools
 from typing import TYPE_CHECKING, Optional
 
-from ._job import Job, ProgressCallback, in_thread
+from ._job import Job, ProgressCallback
 from ._sessions import refuse_inside_session
 
 if TYPE_CHECKING:  # pragma: no cover
     from ._inspect import ArchiveInfo
     from ._manifest import Manifest
     from ._safety import Limits
+
+
+async def in_thread(function, *args):
+    """``function(*args)`` in the default executor: the one way blocking work
+    (file system, hashing) leaves the event loop; :func:`run_job` is the same
+    for engine jobs, with progress and cancellation.  (Here, not in ``_job``:
+    the command line imports ``_job`` and never needs asyncio.)"""
+    return await asyncio.get_running_loop().run_in_executor(None, function, *args)
 
 
 async def run_job(function, *args, progress: Optional[ProgressCallback] = None, **kwargs):

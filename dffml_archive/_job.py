@@ -1,5 +1,4 @@
 """Progress reporting and cooperative cancellation for worker-thread jobs."""
-import asyncio
 import threading
 import time
 from typing import Callable, Optional
@@ -50,9 +49,3 @@ class Job:
 
 NO_JOB = Job()
 
-
-async def in_thread(function, *args):
-    """``function(*args)`` in the default executor: the one way blocking work
-    (file system, hashing) leaves the event loop.  Jobs that report progress
-    or can be cancelled go through ``_api.run_job``, on the same executor."""
-    return await asyncio.get_running_loop().run_in_executor(None, function, *args)

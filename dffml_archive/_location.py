@@ -30,11 +30,11 @@ import warnings
 from typing import Optional, Tuple
 
 from . import _api, _cache
+from ._api import in_thread
 from . import _constants as C
 from ._atomic import hold_directory, is_writable, remove_abandoned_directories
 from ._formats import format_for_path, is_archive_path, looks_like_unsupported_archive
 from ._lock import archive_lock_async, lock_for
-from ._job import in_thread
 from ._manifest import Manifest
 from ._sessions import SESSIONS
 from .errors import (

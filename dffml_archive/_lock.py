@@ -9,7 +9,6 @@ A wait longer than ``LOCK_WAIT_NOTICE_SECONDS`` (``_constants``) is said once, a
 :class:`~dffml_archive.ArchiveLockWaitWarning` naming the archive and the
 lock file: a command that waits silently looks hung.
 """
-import asyncio
 import contextlib
 import fcntl
 import os
@@ -112,6 +111,7 @@ def archive_lock(archive):
 async def archive_lock_async(archive):
     """The same, waiting without blocking the event loop.  Polls, so that a
     cancelled waiter never leaves a thread behind that takes the lock later."""
+    import asyncio  # here: the command line packs under archive_lock and never loads asyncio
     lock = lock_for(archive)
     delay = 0.001
     notice_at = time.monotonic() + C.LOCK_WAIT_NOTICE_SECONDS
