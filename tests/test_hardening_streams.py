@@ -274,3 +274,35 @@ def test_staging_left_by_a_killed_extract_is_removed_by_the_next(tmp_path, sourc
     assert result.returncode == 0, result.stderr
     assert not abandoned.exists()
     assert alive.exists() and other.exists() and young.exists()
+
+
+def test_dffml_predict_on_a_damaged_model_archive_says_so_in_one_line(tmp_path):
+    from _e2e_helpers import DFFML, write_csv
+    from _helpers import subprocess_env
+
+    write_csv(tmp_path / "train.csv", [{"x": float(x), "y": 2.0 * x} for x in range(10)])
+    common = ["-sources", "f=csv", "-source-filename", "train.csv"]
+
+    def dffml(*args):
+        return subprocess.run([DFFML, *args, *common], cwd=str(tmp_path), capture_output=True,
+                              text=True, timeout=300, env=subprocess_env())
+
+    trained = dffml("train", "-model", "slr_archive", "-model-features", "x:float:1",
+                    "-model-predict", "y:float:1", "-model-location", "model.tar.gz")
+    assert trained.returncode == 0, trained.stderr
+    data = bytearray((tmp_path / "model.tar.gz").read_bytes())
+    for offset in range(10, len(data) - 10):  # a byte inside the deflate stream
+        data[offset] ^= 0x5A
+        (tmp_path / "damaged.tar.gz").write_bytes(bytes(data))
+        data[offset] ^= 0x5A
+        try:
+            verify_archive(tmp_path / "damaged.tar.gz")
+        except CorruptArchiveError as error:
+            if "Invalid" in str(error):
+                break
+    else:
+        pytest.fail("no byte of the model archive makes its codec fail")
+    result = dffml("predict", "all", "-model", "slr_archive", "-model-location", "damaged.tar.gz")
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and "damaged or truncated" in last
