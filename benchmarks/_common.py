@@ -43,7 +43,7 @@ SIZES = {
 
 def our_package_directories():
     """The directories the dffml subprocesses import our packages from."""
-    for package in ("dffml_archive", "model_plugins"):
+    for package in ("dffml_archive",):
         spec = importlib.util.find_spec(package)
         for directory in (spec.submodule_search_locations or []) if spec else []:
             yield pathlib.Path(directory)

@@ -19,11 +19,9 @@ of it is used or shown::
 import re
 from typing import Optional
 
+from .backends._table import LABEL_SUFFIX
 from .errors import ModelInfoError
 
-#: Rule for our entry point names: never an upstream name (two distributions
-#: registering one name are resolved by install order).
-LABEL_SUFFIX = "_archive"
 
 #: Entry point, upstream and extra names: what setuptools accepts and no
 #: shell or terminal gives a meaning to.

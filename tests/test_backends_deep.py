@@ -59,10 +59,10 @@ FORMATS = (".tar.gz", ".zip")
 
 #: Our modules and the upstream distribution each wraps (spacy: our own).
 OUR_MODULES = {
-    "model_plugins.pytorch": "dffml-model-pytorch",
-    "model_plugins.tensorflow": "dffml-model-tensorflow",
-    "model_plugins.tensorflow_hub": "dffml-model-tensorflow-hub",
-    "model_plugins.spacy": None,
+    "dffml_archive.backends.pytorch": "dffml-model-pytorch",
+    "dffml_archive.backends.tensorflow": "dffml-model-tensorflow",
+    "dffml_archive.backends.tensorflow_hub": "dffml-model-tensorflow-hub",
+    "dffml_archive.backends.spacy": None,
 }
 
 
@@ -556,7 +556,7 @@ def test_our_entry_points_are_exactly_upstream_name_archive():
         for name in names
     }
     assert in_our_modules == expected
-    assert len(upstream_names()["model_plugins.pytorch"]) == 30
+    assert len(upstream_names()["dffml_archive.backends.pytorch"]) == 30
 
 
 def test_every_model_is_tested_end_to_end_or_is_a_pretrained_sibling():
@@ -566,7 +566,7 @@ def test_every_model_is_tested_end_to_end_or_is_a_pretrained_sibling():
     # networks); every one of them still loads (next test).
     assert every - set(BACKENDS) == set(PYTORCH_PRETRAINED) - {"resnet18"}
     assert sorted(PYTORCH_PRETRAINED) == sorted(
-        set(upstream_names()["model_plugins.pytorch"]) - {"pytorchnet"}
+        set(upstream_names()["dffml_archive.backends.pytorch"]) - {"pytorchnet"}
     )
     for spec in BACKENDS.values():
         assert spec.kind in KINDS
@@ -584,7 +584,7 @@ def test_every_wrapper_loads_from_its_entry_point(name):
     fields = {field.name for field in dataclasses.fields(cls.CONFIG)}
     assert {"location", "retrain"} <= fields and "directory" not in fields
     if name == "spacyner":
-        from model_plugins.spacy import SpacyNERModel
+        from dffml_archive.backends.spacy import SpacyNERModel
 
         assert cls.INNER is SpacyNERModel
         return
@@ -749,7 +749,7 @@ def upstream_trains_on_a_gpu(monkeypatch):
 
 async def test_pytorch_model_trained_on_a_gpu_opens_on_the_cpu(data, tmp_path, upstream_trains_on_a_gpu):
     import torch
-    from model_plugins.pytorch import STATE_FILE, stored_devices
+    from dffml_archive.backends.pytorch import STATE_FILE, stored_devices
 
     if torch.cuda.is_available():
         pytest.fail("this test simulates a machine without a GPU; run it on one")
@@ -804,7 +804,7 @@ async def test_pytorch_default_loss_works_from_python(data, tmp_path):
 
 async def test_tensorflow_checkpoint_index_with_absolute_paths_survives_a_move(data, tmp_path):
     import tensorflow as tf
-    from model_plugins.tensorflow import relative_checkpoint_index
+    from dffml_archive.backends.tensorflow import relative_checkpoint_index
 
     kind = KINDS["classes"]
     first = tmp_path / "first"
@@ -853,7 +853,7 @@ async def test_tensorflow_predictions_leave_no_graph_behind(data, tmp_path):
 
 
 async def test_text_classifier_archive_layout_and_refusals(data, tmp_path):
-    from model_plugins.tensorflow_hub import CANONICAL
+    from dffml_archive.backends.tensorflow_hub import CANONICAL
 
     kind = KINDS["text"]
     location = tmp_path / "text.tar.gz"

@@ -46,7 +46,7 @@ from dffml import Feature, Features, Model
 import dffml_archive
 from dffml_archive import load_model
 from dffml_archive.model import archive_label
-from model_plugins import vowpalwabbit as vw
+from dffml_archive.backends import vowpalwabbit as vw
 
 from _e2e_helpers import EXAMPLES, TABULAR_KINDS, check_stored_model, comparable
 from _e2e_helpers import dffml_cli as shared_dffml_cli, parse_records, same, write_csv
@@ -112,12 +112,12 @@ CASES = [
 #: Our module -> the distribution whose dffml.model entry points it wraps
 #: (None: the model is our own).
 MODULES = {
-    "model_plugins.xgboost": "dffml-model-xgboost",
-    "model_plugins.vowpalwabbit": None,
-    "model_plugins.daal4py": "dffml-model-daal4py",
-    "model_plugins.autosklearn": "dffml-model-autosklearn",
+    "dffml_archive.backends.xgboost": "dffml-model-xgboost",
+    "dffml_archive.backends.vowpalwabbit": None,
+    "dffml_archive.backends.daal4py": "dffml-model-daal4py",
+    "dffml_archive.backends.autosklearn": "dffml-model-autosklearn",
 }
-OUR_OWN = {"vwmodel": "model_plugins.vowpalwabbit"}
+OUR_OWN = {"vwmodel": "dffml_archive.backends.vowpalwabbit"}
 
 
 def _upstream_models() -> Dict[str, str]:

@@ -208,9 +208,9 @@ def test_every_upstream_model_is_enumerated():
 
 #: Which of our modules wraps which upstream distribution's models.
 OUR_MODULES = {
-    "dffml": "model_plugins.slr",
-    "dffml-model-scratch": "model_plugins.scratch",
-    "dffml-model-scikit": "model_plugins.scikit",
+    "dffml": "dffml_archive.backends.slr",
+    "dffml-model-scratch": "dffml_archive.backends.scratch",
+    "dffml-model-scikit": "dffml_archive.backends.scikit",
 }
 
 

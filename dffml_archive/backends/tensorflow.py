@@ -32,6 +32,7 @@ from google.protobuf import text_format
 from tensorflow.python.training.checkpoint_state_pb2 import CheckpointState
 
 from dffml_archive.model import BackendAdapter, wrap_distribution
+from dffml_archive.backends._table import distribution_and_extra
 
 #: The name of the Estimator's checkpoint index file.
 INDEX_FILE = "checkpoint"
@@ -92,8 +93,7 @@ def _graph_safe(upstream_context: type) -> type:
 
 
 class TensorflowAdapter(BackendAdapter):
-    distribution = "dffml-model-tensorflow"
-    extra = "tensorflow"
+    distribution, extra = distribution_and_extra(__name__)
 
     def after_enter(self, model, inner) -> None:
         # Only this instance's contexts: the upstream class stays untouched.

@@ -15,6 +15,7 @@ import logging
 import warnings
 
 from dffml_archive.model import BackendAdapter, wrap_distribution
+from dffml_archive.backends._table import distribution_and_extra
 
 
 @contextlib.contextmanager
@@ -45,8 +46,7 @@ CANONICAL_DIRECTORY = "/__dffml_archive__/model"
 
 
 class ScikitAdapter(BackendAdapter):
-    distribution = "dffml-model-scikit"
-    extra = "scikit"
+    distribution, extra = distribution_and_extra(__name__)
 
     @staticmethod
     def _confidence_key(inner, directory) -> str:

@@ -2,12 +2,12 @@
 from dffml_model_scratch.anomalydetection import AnomalyModel
 from dffml_model_scratch.logisticregression import LogisticRegression
 
+from dffml_archive.backends._table import distribution_and_extra
 from dffml_archive.model import BackendAdapter
 
 
 class ScratchAdapter(BackendAdapter):
-    distribution = "dffml-model-scratch"
-    extra = "scratch"
+    distribution, extra = distribution_and_extra(__name__)
 
 
 from dffml_archive.model import archive_model  # noqa: E402

@@ -30,6 +30,7 @@ from dffml_model_xgboost.xgbclassifier import (
 from dffml_model_xgboost.xgbregressor import XGBRegressorModel
 
 from dffml_archive.model import BackendAdapter, archive_model
+from dffml_archive.backends._table import distribution_and_extra
 
 #: Objective for two classes, and for more (upstream's default).
 BINARY_OBJECTIVE = "binary:logistic"
@@ -101,8 +102,7 @@ class XGBClassifierModel(UpstreamXGBClassifierModel):
 
 
 class XGBoostAdapter(BackendAdapter):
-    distribution = "dffml-model-xgboost"
-    extra = "xgboost"
+    distribution, extra = distribution_and_extra(__name__)
 
 
 ADAPTER = XGBoostAdapter()

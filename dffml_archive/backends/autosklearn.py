@@ -44,6 +44,7 @@ from dffml_model_autosklearn.autoregressor import (
 
 from dffml_archive.errors import ArchiveError
 from dffml_archive.model import BackendAdapter, archive_model
+from dffml_archive.backends._table import distribution_and_extra
 
 
 def forget_lazy_modules_that_cannot_load() -> list:
@@ -79,8 +80,7 @@ class AutoSklearnRegressorModel(UpstreamAutoSklearnRegressorModel):
 
 
 class AutoSklearnAdapter(BackendAdapter):
-    distribution = "dffml-model-autosklearn"
-    extra = "autosklearn"
+    distribution, extra = distribution_and_extra(__name__)
 
     def after_enter(self, model, inner) -> None:
         if inner.config.load_models is False:

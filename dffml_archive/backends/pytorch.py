@@ -33,6 +33,7 @@ from dffml_model_pytorch.utils.utils import PyTorchLoss
 
 from dffml_archive.errors import ArchiveError
 from dffml_archive.model import BackendAdapter, exported, value_from_json, wrap_distribution
+from dffml_archive.backends._table import distribution_and_extra
 
 #: Where upstream keeps its state, relative to the model directory.
 STATE_FILE = "model.pt"
@@ -97,8 +98,7 @@ def _loss_instance(loss):
 
 
 class PyTorchAdapter(BackendAdapter):
-    distribution = "dffml-model-pytorch"
-    extra = "pytorch"
+    distribution, extra = distribution_and_extra(__name__)
 
     def after_enter(self, model, inner) -> None:
         inner.config.loss = _loss_instance(inner.config.loss)

@@ -12,11 +12,11 @@ of the true value (upstream behaviour, kept).
 from dffml_model_daal4py.daal4pylr import DAAL4PyLRModel
 
 from dffml_archive.model import BackendAdapter, archive_model
+from dffml_archive.backends._table import distribution_and_extra
 
 
 class Daal4pyAdapter(BackendAdapter):
-    distribution = "dffml-model-daal4py"
-    extra = "daal4py"
+    distribution, extra = distribution_and_extra(__name__)
 
 
 daal4pylr_archive = archive_model(

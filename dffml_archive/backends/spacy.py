@@ -48,6 +48,7 @@ from spacy.training import Example
 from spacy.util import minibatch
 
 from dffml_archive.model import BackendAdapter, archive_model
+from dffml_archive.backends._table import distribution_and_extra
 
 #: Where the pipeline and the model's own state live in the model directory.
 PIPELINE_DIRECTORY = "pipeline"
@@ -244,8 +245,7 @@ class SpacyNERModel(Model):
 
 
 class SpacyAdapter(BackendAdapter):
-    distribution = "spacy"
-    extra = "spacy"
+    distribution, extra = distribution_and_extra(__name__)
 
 
 spacyner_archive = archive_model(SpacyNERModel, "spacyner", SpacyAdapter(), module=__name__)

@@ -34,6 +34,7 @@ import tensorflow as tf
 
 from dffml_archive.errors import ArchiveError
 from dffml_archive.model import BackendAdapter, wrap_distribution
+from dffml_archive.backends._table import distribution_and_extra
 
 #: Where the trained SavedModel lives inside the archive.
 CANONICAL = "text_classifier"
@@ -47,8 +48,7 @@ def _hashed_directory(inner) -> pathlib.Path:
 
 
 class TensorflowHubAdapter(BackendAdapter):
-    distribution = "dffml-model-tensorflow-hub"
-    extra = "tensorflow_hub"
+    distribution, extra = distribution_and_extra(__name__)
 
     def after_enter(self, model, inner) -> None:
         if inner.config.add_layers:

@@ -63,6 +63,7 @@ from dffml.model.model import ModelNotTrained
 from vowpalwabbit import Workspace
 
 from dffml_archive.model import BackendAdapter, archive_model
+from dffml_archive.backends._table import distribution_and_extra
 
 MODEL_FILE = "vw.model"
 STATE_FILE = "vw.json"
@@ -628,8 +629,7 @@ class VWModel(Model):
 
 
 class VowpalWabbitAdapter(BackendAdapter):
-    distribution = "vowpalwabbit"
-    extra = "vowpalwabbit"
+    distribution, extra = distribution_and_extra(__name__)
 
 
 vwmodel_archive = archive_model(VWModel, "vwmodel", VowpalWabbitAdapter(), module=__name__)
