@@ -22,6 +22,7 @@ _LAZY_MODULES = {
     "._inspect": ("ArchiveInfo",),
     "._safety": ("Limits",),
     "._formats": ("SUPPORTED_EXTENSIONS", "is_archive_path"),
+    "._atomic": ("atomic_replace",),
 }
 _LAZY = {name: module for module, names in _LAZY_MODULES.items() for name in names}
 

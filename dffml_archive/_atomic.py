@@ -89,6 +89,35 @@ def remove_stale_partials(target: pathlib.Path) -> None:
                 os.unlink(entry.path)
 
 
+@contextlib.contextmanager
+def atomic_replace(target):
+    """Yield a temporary path beside ``target`` for a library that writes a
+    file by path (``torch.save``, a Vowpal Wabbit workspace, a protobuf
+    text file); on a clean exit the file is synced and replaces ``target``
+    (keeping its permissions), on an exception it is removed and ``target``
+    is untouched.  For a backend's own files inside a working directory; the
+    archive itself is written by :func:`atomic_write`."""
+    target = pathlib.Path(target)
+    fd, temp = tempfile.mkstemp(
+        dir=target.parent, prefix=hidden_sibling_prefix(target.name), suffix=PARTIAL_SUFFIX
+    )
+    os.close(fd)
+    try:
+        yield pathlib.Path(temp)
+        try:
+            mode = os.stat(target).st_mode & 0o7777
+        except FileNotFoundError:
+            mode = 0o666 & ~current_umask()
+        os.chmod(temp, mode)
+        with open(temp, "rb") as written:
+            os.fsync(written.fileno())
+        os.replace(temp, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temp)
+        raise
+
+
 def hold_directory(path) -> int:
     """An ``flock`` on directory ``path`` for as long as the returned fd is
     open: it tells cleaners the directory has a live owner (a lock, unlike a

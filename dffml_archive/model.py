@@ -58,6 +58,10 @@ class BackendAdapter:
     distribution = "dffml"
     #: pip extra of dffml-archive that installs this backend.
     extra = None
+    #: A mixin class put in front of the upstream model's context class, for
+    #: this model instance only (the upstream class stays untouched): the
+    #: place for a backend's fix of how its contexts load or predict.
+    context_mixin: Optional[type] = None
 
     def after_enter(self, model: "ArchiveModel", inner: Model) -> None:
         """Called once the upstream model has loaded its state."""
@@ -385,6 +389,9 @@ class ArchiveModel(Model):
             elif copy.manifest is not None and copy.manifest.model is not None:
                 stored = checked_model_info(self.config.location, copy.manifest.model)
             self.inner = self.INNER(self._inner_config(copy.directory, stored))
+            mixin = self.ADAPTER.context_mixin
+            if mixin is not None:
+                self.inner.CONTEXT = _with_mixin(type(self.inner).CONTEXT, mixin)
             await self.inner.__aenter__()
             try:
                 self.ADAPTER.after_enter(self, self.inner)
@@ -430,6 +437,15 @@ class ArchiveModel(Model):
                 f"async with model() as mctx: ... ({self.config.location})"
             )
         return self.CONTEXT(self)
+
+
+def _with_mixin(upstream_context: type, mixin: type) -> type:
+    """``upstream_context`` with ``mixin`` in front, under the upstream's
+    names (messages and logs name the class users know)."""
+    return type(upstream_context.__name__, (mixin, upstream_context), {
+        "__module__": upstream_context.__module__,
+        "__qualname__": upstream_context.__qualname__,
+    })
 
 
 def _too_long(archive: pathlib.Path, existing: pathlib.Path) -> Optional[str]:

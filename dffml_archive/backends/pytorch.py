@@ -33,34 +33,31 @@ from dffml_model_pytorch.utils.utils import PyTorchLoss
 
 from dffml_archive.errors import ArchiveError
 from dffml_archive.model import BackendAdapter, exported, value_from_json, wrap_distribution
+from dffml_archive import atomic_replace
 from dffml_archive.backends._table import distribution_and_extra
 
 #: Where upstream keeps its state, relative to the model directory.
 STATE_FILE = "model.pt"
 
 
-def _device_safe(upstream_context: type) -> type:
-    """The upstream context class, loading ``model.pt`` onto its own device."""
+class DeviceSafeContext:
+    """Loads ``model.pt`` onto the context's own device (a mixin in front of
+    upstream's context class, see ``BackendAdapter.context_mixin``)."""
 
-    class DeviceSafeContext(upstream_context):
-        async def __aenter__(self):
-            stored = self.model_path
-            if not (stored and os.path.isfile(stored)):
-                return await super().__aenter__()
-            # Upstream's __aenter__ loads with a bare torch.load when the
-            # file exists and otherwise asks createModel(), which returns
-            # self._model when it is already set: load it here, mapped to
-            # this context's device, and let upstream do the rest.
-            self._model = torch.load(stored, map_location=self.device)
-            self.model_path = stored + ".loaded-by-dffml-archive"
-            try:
-                return await super().__aenter__()
-            finally:
-                self.model_path = stored
-
-    DeviceSafeContext.__name__ = DeviceSafeContext.__qualname__ = upstream_context.__name__
-    DeviceSafeContext.__module__ = upstream_context.__module__
-    return DeviceSafeContext
+    async def __aenter__(self):
+        stored = self.model_path
+        if not (stored and os.path.isfile(stored)):
+            return await super().__aenter__()
+        # Upstream's __aenter__ loads with a bare torch.load when the
+        # file exists and otherwise asks createModel(), which returns
+        # self._model when it is already set: load it here, mapped to
+        # this context's device, and let upstream do the rest.
+        self._model = torch.load(stored, map_location=self.device)
+        self.model_path = stored + ".loaded-by-dffml-archive"
+        try:
+            return await super().__aenter__()
+        finally:
+            self.model_path = stored
 
 
 def stored_devices(path) -> set:
@@ -80,9 +77,8 @@ def save_on_cpu(path) -> bool:
     if stored_devices(path) <= {"cpu"}:
         return False
     model = torch.load(str(path), map_location="cpu")
-    temp = pathlib.Path(str(path) + ".cpu")
-    torch.save(model, str(temp))
-    os.replace(temp, path)
+    with atomic_replace(path) as temp:
+        torch.save(model, str(temp))
     return True
 
 
@@ -100,10 +96,10 @@ def _loss_instance(loss):
 class PyTorchAdapter(BackendAdapter):
     distribution, extra = distribution_and_extra(__name__)
 
+    context_mixin = DeviceSafeContext
+
     def after_enter(self, model, inner) -> None:
         inner.config.loss = _loss_instance(inner.config.loss)
-        # Only this instance's contexts: the upstream class stays untouched.
-        inner.CONTEXT = _device_safe(type(inner).CONTEXT)
 
     def before_exit(self, model, inner) -> None:
         state = pathlib.Path(inner.config.directory, STATE_FILE)

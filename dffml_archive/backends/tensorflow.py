@@ -32,6 +32,7 @@ from google.protobuf import text_format
 from tensorflow.python.training.checkpoint_state_pb2 import CheckpointState
 
 from dffml_archive.model import BackendAdapter, wrap_distribution
+from dffml_archive import atomic_replace
 from dffml_archive.backends._table import distribution_and_extra
 
 #: The name of the Estimator's checkpoint index file.
@@ -61,9 +62,8 @@ def relative_checkpoint_index(index: pathlib.Path) -> bool:
         del state.all_model_checkpoint_paths[:]
         state.all_model_checkpoint_paths.extend(paths)
     if changed:
-        temp = index.with_name(index.name + ".tmp")
-        temp.write_text(text_format.MessageToString(state), encoding="utf-8")
-        os.replace(temp, index)
+        with atomic_replace(index) as temp:
+            temp.write_text(text_format.MessageToString(state), encoding="utf-8")
     return changed
 
 
@@ -77,27 +77,23 @@ def relative_checkpoint_indexes(directory) -> list:
     ]
 
 
-def _graph_safe(upstream_context: type) -> type:
-    """The upstream context class, finishing upstream's ``predict`` (and so
-    its Estimator generator and graph) before yielding any record."""
+class GraphSafeContext:
+    """Finishes upstream's ``predict`` (and so its Estimator generator and
+    graph) before yielding any record (a mixin in front of upstream's
+    context class, see ``BackendAdapter.context_mixin``)."""
 
-    class GraphSafeContext(upstream_context):
-        async def predict(self, sources):
-            records = [record async for record in super().predict(sources)]
-            for record in records:
-                yield record
-
-    GraphSafeContext.__name__ = GraphSafeContext.__qualname__ = upstream_context.__name__
-    GraphSafeContext.__module__ = upstream_context.__module__
-    return GraphSafeContext
+    async def predict(self, sources):
+        records = [record async for record in super().predict(sources)]
+        for record in records:
+            yield record
 
 
 class TensorflowAdapter(BackendAdapter):
     distribution, extra = distribution_and_extra(__name__)
 
+    context_mixin = GraphSafeContext
+
     def after_enter(self, model, inner) -> None:
-        # Only this instance's contexts: the upstream class stays untouched.
-        inner.CONTEXT = _graph_safe(type(inner).CONTEXT)
         # A no-op for archives we wrote (already relative): nothing changes,
         # so predicting never repacks them.
         relative_checkpoint_indexes(inner.config.directory)

@@ -51,7 +51,6 @@ confidence).  Nothing depends on the directory's path.
 """
 import json
 import math
-import os
 import pathlib
 import random
 import re
@@ -63,6 +62,7 @@ from dffml.model.model import ModelNotTrained
 from vowpalwabbit import Workspace
 
 from dffml_archive.model import BackendAdapter, archive_model
+from dffml_archive import atomic_replace
 from dffml_archive.backends._table import distribution_and_extra
 
 MODEL_FILE = "vw.model"
@@ -498,16 +498,13 @@ class VWModelContext(ModelContext):
             ) from error
 
     def _save(self) -> None:
-        directory = pathlib.Path(self.parent.config.directory)
-        temporary = directory / (MODEL_FILE + ".tmp")
-        self.workspace.save(str(temporary))
-        os.replace(temporary, self.model_path)
+        with atomic_replace(self.model_path) as temporary:
+            self.workspace.save(str(temporary))
         self._save_state()
 
     def _save_state(self) -> None:
-        temporary = self.state_path.with_name(STATE_FILE + ".tmp")
-        temporary.write_text(json.dumps(self.state, sort_keys=True))
-        os.replace(temporary, self.state_path)
+        with atomic_replace(self.state_path) as temporary:
+            temporary.write_text(json.dumps(self.state, sort_keys=True))
 
     def _columns(self, action: str) -> List[str]:
         """The features a record needs to be used to ``action``."""
