@@ -7,8 +7,8 @@ classes dynamically (scikit makes 36 of them in a loop) and we cannot edit
 them: the factory wraps any class the same way, keeps the upstream class
 untouched, and puts each backend's quirks in a small :class:`BackendAdapter`.
 
-Life cycle: ``async with model`` enters the location (extracting the archive
-through the dataflow operations, see :mod:`dffml_archive.operations`),
+Life cycle: ``async with model`` enters the location (``archive_location``:
+extracting the archive through the engine's API, or reusing the cache),
 builds the upstream model with its directory set to the working copy and
 enters it; leaving saves the upstream model, then repacks the archive only
 if something changed, atomically, and never after an exception.
