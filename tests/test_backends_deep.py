@@ -45,6 +45,7 @@ from dffml import Feature, Features, Model
 import dffml_archive
 from dffml_archive.errors import ArchiveError
 from dffml_archive.model import archive_label, load_model
+from dffml_archive.backends import _table
 
 from _e2e_helpers import CLI_TIMEOUT, EXAMPLES, REPO, dffml_cli, parse_records, same, tree
 from _e2e_helpers import check_stored_model, keyed_predictions, write_csv
@@ -489,13 +490,9 @@ BACKENDS: Dict[str, Backend] = {
     "spacyner": Backend("ner"),
 }
 
-PYTORCH_PRETRAINED = """
-alexnet densenet121 densenet161 densenet169 densenet201 googlenet inception_v3
-mnasnet0_5 mnasnet1_0 mobilenet_v2 resnet101 resnet152 resnet18 resnet34 resnet50
-resnext101_32x8d resnext50_32x4d shufflenet_v2_x0_5 shufflenet_v2_x1_0 vgg11
-vgg11_bn vgg13 vgg13_bn vgg16 vgg16_bn vgg19 vgg19_bn wide_resnet101_2
-wide_resnet50_2
-""".split()
+# The pretrained nets, as the backend table declares them (a test below
+# checks the table against what dffml-model-pytorch registers).
+PYTORCH_PRETRAINED = [name for name in _table.backend("pytorch")["models"] if name != "pytorchnet"]
 
 
 def cli_options(name: str, root: pathlib.Path) -> List[str]:
