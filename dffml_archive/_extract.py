@@ -270,7 +270,7 @@ def _check_destination(archive, destination: pathlib.Path, replace: bool) -> Non
             f"destination {str(destination)!r} exists and is not a directory",
             hint="choose a new or empty directory",
         )
-    if not replace and destination.is_dir() and any(os.scandir(destination)):
+    if not replace and destination.is_dir() and _has_entries(destination):
         raise DestinationError(
             archive,
             f"destination {str(destination)!r} is not empty",
@@ -294,6 +294,11 @@ def _exchange(first: str, second: str) -> bool:
     if code in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
         return False
     raise OSError(code, os.strerror(code), second)
+
+
+def _has_entries(directory) -> bool:
+    with os.scandir(directory) as entries:  # closed even when any() stops early
+        return any(entries)
 
 
 def _move_into_place(archive, stage: str, destination: pathlib.Path, replace: bool):
