@@ -12,6 +12,10 @@ Environment variables (all optional):
 ``DFFML_ARCHIVE_MAX_SIZE`` / ``DFFML_ARCHIVE_MAX_MEMBERS`` / ``DFFML_ARCHIVE_MAX_RATIO``
     Default extraction limits (bytes, members, uncompressed:compressed; the
     ratio only for archives without a manifest, after RATIO_GRACE_BYTES).
+``DFFML_ARCHIVE_REPOSITORY``
+    Root directory of the embedded model repository (``models:`` locations,
+    ``dffml service models``).  Default: ``$XDG_DATA_HOME/dffml-archive/
+    repository`` or ``~/.local/share/dffml-archive/repository``.
 ``DFFML_ARCHIVE_TRACEBACK``
     ``1`` keeps the Python traceback of our errors on the ``dffml`` command
     line (by default they print as one line, as ``-log debug`` also undoes).
@@ -104,3 +108,26 @@ def extract_cache_enabled() -> bool:
 
 def tracebacks_wanted() -> bool:
     return _env_flag("DFFML_ARCHIVE_TRACEBACK", False)
+
+
+def repository_root() -> pathlib.Path:
+    """The embedded model repository's root (the CLI's ``--repository``
+    overrides it).  Data, not cache: it lives under XDG_DATA_HOME."""
+    explicit = os.environ.get("DFFML_ARCHIVE_REPOSITORY")
+    if explicit:
+        return pathlib.Path(os.path.abspath(explicit))
+    data = os.environ.get("XDG_DATA_HOME") or os.path.join(
+        os.path.expanduser("~"), ".local", "share"
+    )
+    return pathlib.Path(data) / "dffml-archive" / "repository"
+
+
+#: Model locations in the repository start with this (``models:NAME[:REF]``).
+REPOSITORY_SCHEME = "models:"
+#: The tag that always names a repository's newest live version.
+LATEST_TAG = "latest"
+#: gc leaves unreferenced blobs and abandoned uploads younger than this: a
+#: save in flight (on another host sharing the store) may still use them.
+GC_GRACE_SECONDS = 3600
+#: SQLite waits this long for another process's write transaction.
+DATABASE_BUSY_SECONDS = 60

@@ -368,3 +368,52 @@ def _hash_files(entries, job, archive, for_zip):
         else:
             buffer = buffer or bytearray(C.CHUNK_SIZE)
             _hash_file(entry, buffer, job, archive, for_zip)
+
+
+def pack_stored(stored, archive, manifest_bytes: bytes, *, level=None, job=None, mismatch=None):
+    """Write ``archive`` (atomically, format from its name) from stored
+    files rather than a directory: a repository image.  ``stored`` is the
+    manifest's members in order, each with the path of a file holding its
+    bytes (None for directories); ``manifest_bytes`` goes in as is, so one
+    image always packs to the same bytes.  Every file is hashed before it is
+    written and must match its member's sha256: else ``mismatch(member,
+    actual_sha256)`` is raised."""
+    job = job or Job()
+    archive = pathlib.Path(archive)
+    fmt = format_for_path(archive)
+    fmt.check_level(archive, level)
+    entries = []
+    for member, path in stored:
+        st = os.stat(path if path is not None else archive.parent)
+        entry = _SourceEntry(path, member.path, member.type, st)
+        entry.mode = member.mode
+        entries.append(entry)
+    _hash_files(entries, job, archive, for_zip=fmt.container == "zip")
+    for (member, _), entry in zip(stored, entries):
+        if member.type == FILE and entry.sha256 != member.sha256:
+            raise mismatch(member, entry.sha256)
+    with archive_lock(archive), atomic_write(archive) as raw:
+        if fmt.container == "zip":
+            _write_zip(raw, manifest_bytes, entries, job, archive, level)
+        else:
+            stream = fmt.open_writer(raw, level)
+            try:
+                _write_tar(stream, manifest_bytes, entries, job, archive)
+            finally:
+                stream.close()
+    job.finish()
+
+
+def hashed_tree(directory, subject, *, job=None):
+    """The members of ``directory`` as packing would list them (same rules:
+    no links, no special files, safe names), each with its file's path;
+    ``subject`` is what errors name."""
+    job = job or Job()
+    directory = os.fspath(directory)
+    if not os.path.isdir(directory):
+        raise ArchiveSourceError(subject, f"{directory!r} is not a directory")
+    entries = _scan(directory, subject)
+    _hash_files(entries, job, subject, for_zip=False)
+    job.finish()
+    return [(entry.manifest_member(), entry.path if entry.type == FILE else None)
+            for entry in entries]

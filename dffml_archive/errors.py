@@ -20,6 +20,10 @@ __all__ = [
     "ArchiveSourceError",
     "DestinationError",
     "ArchiveWriteError",
+    "RepositoryError",
+    "ReferenceNotFoundError",
+    "BadReferenceError",
+    "CorruptBlobError",
     "ArchiveWarning",
     "UnverifiedArchiveWarning",
     "ArchiveNotUpdatedWarning",
@@ -87,6 +91,25 @@ class DestinationError(ArchiveError):
 class ArchiveWriteError(ArchiveError):
     """The archive cannot be written there (permissions, a read-only or full
     disk, a directory in the way).  A previous archive is left unchanged."""
+
+
+class RepositoryError(ArchiveError):
+    """Base class of the model repository's errors.  ``archive`` is what the
+    error is about: a reference (``credit-risk:3``) or the repository root."""
+
+
+class ReferenceNotFoundError(RepositoryError, LookupError):
+    """No such repository, version or tag."""
+
+
+class BadReferenceError(RepositoryError, ValueError):
+    """A repository name, tag, version or ``models:`` location that is not
+    well formed (``../x``, empty, control characters, a reserved tag)."""
+
+
+class CorruptBlobError(RepositoryError, CorruptArchiveError):
+    """A stored member's bytes no longer match the sha256 they are stored
+    under: the repository's disk changed them.  ``member`` names it."""
 
 
 _CONTROL_CHARACTERS = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
