@@ -50,6 +50,7 @@ setup(
         ],
         "dffml.service.cli": [
             "archive = dffml_archive.service:ArchiveService",
+            "models = dffml_archive.service:ModelsService",
         ],
         "dffml.model": MODEL_ENTRY_POINTS,
     },

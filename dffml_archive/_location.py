@@ -36,6 +36,7 @@ from ._atomic import hold_directory, is_writable, remove_abandoned_directories
 from ._formats import format_for_path, is_archive_path, looks_like_unsupported_archive
 from ._lock import archive_lock_async, lock_for
 from ._manifest import Manifest
+from .repository._names import is_repository_location
 from ._sessions import SESSIONS
 from .errors import (
     ArchiveError, ArchiveNotUpdatedWarning, ArchiveWriteError, cache_errors, explain_os_error,
@@ -424,7 +425,14 @@ async def archive_location(location, *, limits=None):
     """``async with archive_location(path) as copy:`` work in ``copy.directory``.
 
     ``path`` is a directory (yielded as is) or an archive path, chosen by its
-    extension (an existing directory always counts as a directory)."""
+    extension (an existing directory always counts as a directory), or a
+    repository location ``models:NAME[:VERSION|TAG]``."""
+    if is_repository_location(location):
+        from .repository._location import repository_location
+
+        async with repository_location(location) as copy:
+            yield copy
+        return
     path = pathlib.Path(location)
     with os_errors_as(ArchiveError, path, "cannot use this location"):
         is_directory = path.is_dir()  # a name too long for the file system fails here

@@ -1,4 +1,4 @@
-"""Command line: ``python -m dffml_archive pack|extract|verify|inspect``.
+"""Command line: ``python -m dffml_archive pack|extract|verify|inspect|models``.
 
 Arguments go source first, then destination, like ``cp``.  Start-up stays
 light: nothing heavy (and never dffml) is imported before a command runs.
@@ -127,6 +127,10 @@ def build_parser(prog="python -m dffml_archive") -> argparse.ArgumentParser:
     inspect = commands.add_parser("inspect", help="show the manifest of ARCHIVE")
     inspect.add_argument("archive", metavar="ARCHIVE")
     inspect.add_argument("--json", action="store_true", help="print JSON")
+
+    from .repository._cli import add_models_parser
+
+    add_models_parser(commands)
     return parser
 
 
@@ -217,6 +221,12 @@ def _run_inspect(args, job):
     return format_info(info)
 
 
+def _run_models(args, job):
+    from .repository._cli import run_models
+
+    return run_models(args, job)
+
+
 def format_info(info) -> str:
     import json
 
@@ -248,6 +258,7 @@ _COMMANDS = {
     "extract": _run_extract,
     "verify": _run_verify,
     "inspect": _run_inspect,
+    "models": _run_models,
 }
 
 

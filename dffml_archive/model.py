@@ -35,6 +35,7 @@ from dffml.util.data import export_dict
 from ._atomic import is_writable
 from ._dffml_cli import install_one_line_errors
 from ._formats import is_archive_path
+from .repository._names import is_repository_location
 from ._location import archive_location
 from ._manifest import created_by, _distribution_version
 from ._model_info import LABEL_SUFFIX, archive_label, checked_model_info  # noqa: F401
@@ -327,7 +328,10 @@ class ArchiveModel(Model):
 
     @property
     def is_archive(self) -> bool:
-        """True when ``location`` names an archive file, not a directory."""
+        """True when ``location`` names an archive file or a repository
+        location (``models:...``), not a directory."""
+        if is_repository_location(self.config.location):
+            return True
         return is_archive_path(self.config.location) and not pathlib.Path(
             self.config.location
         ).is_dir()
@@ -347,6 +351,11 @@ class ArchiveModel(Model):
         """Refuse to train when the archive could not be saved afterwards:
         training may take days, and the archive is written when it ends."""
         if not self.is_archive:
+            return
+        if is_repository_location(self.config.location):
+            from .repository._location import require_trainable
+
+            require_trainable(self.config.location)
             return
         archive = pathlib.Path(os.path.realpath(self.config.location))
         directory = archive.parent
@@ -506,8 +515,10 @@ def archive_model(inner: type, upstream: str, adapter: BackendAdapter = None, mo
     module = module or __name__
     fields = [_optional(f) for f in dataclasses.fields(inner.CONFIG) if f.name != "directory"]
     fields.append(("location", pathlib.Path, field(
-        "Model location: a directory, or an archive file (.zip, .tar, .tar.gz, "
-        ".tar.bz2, .tar.xz, .tar.zst) holding the model and its configuration"
+        "Model location: a directory, an archive file (.zip, .tar, .tar.gz, "
+        ".tar.bz2, .tar.xz, .tar.zst) holding the model and its configuration, or "
+        "a model repository location: models:NAME (train: a new version), "
+        "models:NAME:VERSION, models:NAME:TAG"
     )))
     fields.append(("retrain", bool, field(
         "Train anew with the given options, replacing the archive's model",
@@ -565,6 +576,11 @@ async def load_model(location, **options) -> ArchiveModel:
     only with ``retrain=True``."""
     from ._api import inspect
 
+    if is_repository_location(location):
+        from .repository._location import stored_model_information
+
+        manifest_model = await stored_model_information(location)
+        return _configured_model(location, manifest_model, options)
     if pathlib.Path(location).is_dir():
         raise ArchiveError(
             location,
@@ -579,7 +595,11 @@ async def load_model(location, **options) -> ArchiveModel:
             "holds no model information (not written by a dffml-archive model)",
             hint="train a model into it with an *_archive model",
         )
-    model_info = checked_model_info(location, info.manifest.model)
+    return _configured_model(location, info.manifest.model, options)
+
+
+def _configured_model(location, manifest_model: dict, options: dict) -> ArchiveModel:
+    model_info = checked_model_info(location, manifest_model)
     label, extra = model_info["entrypoint"], model_info.get("extra")
     try:
         model_cls = Model.load(label)

@@ -43,3 +43,28 @@ class ArchiveService(CMD):
 
 PROG = "dffml service archive"
 ArchiveService.__doc__ = build_parser(PROG).format_help()
+
+
+@config
+class ModelsServiceConfig:
+    argv: List[str] = field(
+        "list|create|log|show|download|push|tag|untag|find|delete|gc|verify and their "
+        "arguments", action=_PassThrough,
+    )
+
+
+class ModelsService(CMD):
+    """The versioned model repository: ``dffml service models COMMAND ...``
+    (the same as ``python -m dffml_archive models COMMAND ...``)."""
+
+    CONFIG = ModelsServiceConfig
+    CLI_FORMATTER_CLASS = argparse.RawDescriptionHelpFormatter
+
+    async def run(self):
+        status = main(["models", *self.argv], prog=MODELS_PROG)
+        if status:
+            raise SystemExit(status)
+        return CMDOutputOverride
+
+
+MODELS_PROG = "dffml service"

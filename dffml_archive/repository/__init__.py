@@ -12,13 +12,29 @@ rest is reached from it::
     await models.add_tag("production", saved.version)
     model = await (await models.get_model_image(tag="production")).get_model()
 """
-from ._images import AUTOMATIC_METADATA, ModelImage, NewImage
-from ._maintenance import Damage, GcReport, gc, verify
-from ._names import Reference, is_repository_location, parse_location, parse_reference
-from ._store import ModelRepository, Repository, find
+import importlib
 
-__all__ = [
-    "Repository", "ModelRepository", "NewImage", "ModelImage", "Reference", "GcReport",
-    "Damage", "AUTOMATIC_METADATA", "find", "gc", "verify", "parse_reference",
-    "parse_location", "is_repository_location",
-]
+# Loaded on first use: the model layer checks every location for ``models:``
+# (``_names``), and must not import SQLAlchemy to do it.
+_LAZY_MODULES = {
+    "._store": ("Repository", "ModelRepository", "find"),
+    "._images": ("NewImage", "ModelImage", "AUTOMATIC_METADATA"),
+    "._maintenance": ("GcReport", "Damage", "gc", "verify"),
+    "._names": ("Reference", "parse_reference", "parse_location", "is_repository_location"),
+}
+_LAZY = {name: module for module, names in _LAZY_MODULES.items() for name in names}
+
+__all__ = list(_LAZY)
+
+
+def __getattr__(name):
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'dffml_archive.repository' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))

@@ -99,3 +99,45 @@ def _rescue(copy: WorkingCopy):
     except OSError:
         return None
     return target
+
+
+def require_trainable(location) -> None:
+    """Refuse, before training, a location a trained model cannot be saved
+    to: a version (immutable) or a repository root that is not writable."""
+    from .. import _constants as C
+
+    reference = parse_location(location)
+    if is_immutable(reference):
+        raise RepositoryError(
+            str(location), "names one saved version, and versions are immutable",
+            hint=f"train into {C.REPOSITORY_SCHEME}{reference.name} (a new version), then "
+            f"tag it: dffml service models tag {reference.name}:VERSION TAG",
+        )
+    root = C.repository_root()
+    existing = root
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not os.access(existing, os.W_OK | os.X_OK) or _read_only_mount(existing):
+        raise RepositoryError(
+            str(root), f"the trained model could not be saved: {str(existing)!r} is not writable",
+            hint="set DFFML_ARCHIVE_REPOSITORY to a writable directory",
+        )
+
+
+def _read_only_mount(path) -> bool:
+    try:
+        return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
+
+
+async def stored_model_information(location) -> dict:
+    """The model section of the image ``location`` names (for load_model)."""
+    from ._images import image_not_a_model
+
+    reference = parse_location(location)
+    async with Repository() as store:
+        image = await store.get_model_image(reference)
+    if not image.manifest.model:
+        raise image_not_a_model(str(location))
+    return image.manifest.model
