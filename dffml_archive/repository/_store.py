@@ -408,7 +408,10 @@ def database_error(root, error) -> RepositoryError:
     text = str(getattr(error, "orig", None) or error)
     lowered = text.lower()
     if "readonly" in lowered or "read-only" in lowered:
-        reason, hint = "is read-only", "use a writable repository root (--repository)"
+        reason, hint = "is read-only", (
+            "make it writable, or set DFFML_ARCHIVE_REPOSITORY (or --repository) to a "
+            "writable directory"
+        )
     elif "disk is full" in lowered or "disk full" in lowered:
         reason, hint = "the disk is full", "free some space, then try again"
     elif "locked" in lowered:
