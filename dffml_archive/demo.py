@@ -5,11 +5,17 @@ predicts again from the file alone.
 2. DFFML: train a real model with the real ``dffml`` CLI straight into an
    archive, check its accuracy, move the archive to another directory and
    predict from it in a new process without repeating its configuration.
+3. The model repository: train into ``models:salary`` (version 1), push the
+   moved archive with metadata (version 2, nothing new stored: same
+   weights), tag it ``production``, predict from the tag, find it by its
+   metadata, show the log.  The repository is a temporary one
+   (``DFFML_ARCHIVE_REPOSITORY``), removed with the rest.
 """
 import asyncio
 import json
 import os
 import pathlib
+import shlex
 import shutil
 import subprocess
 import sys
@@ -22,8 +28,16 @@ def _step(text):
     print(f"\n== {text}", flush=True)
 
 
+def _dffml_script() -> str:
+    """The ``dffml`` script of this environment (it may not be on PATH)."""
+    beside = pathlib.Path(sys.executable).parent / "dffml"
+    return str(beside) if beside.exists() else "dffml"
+
+
 def _run(*command, cwd):
-    print("$ " + " ".join(command), flush=True)
+    print("$ " + shlex.join(command), flush=True)
+    if command[0] == "dffml":
+        command = (_dffml_script(), *command[1:])
     result = subprocess.run(command, cwd=cwd, stdout=subprocess.PIPE, text=True)
     if result.returncode:
         raise SystemExit(f"demo failed: {command[0]} exited {result.returncode}")
@@ -89,13 +103,35 @@ def dffml_demo(work: pathlib.Path) -> None:
         print(f"experience {record['features']['experience']:>5} -> salary "
               f"{prediction['value']:.2f} (confidence {prediction['confidence']:.3f})")
     print(_run(sys.executable, "-m", "dffml_archive", "inspect", str(moved), cwd=work))
+    return moved
+
+
+def repository_demo(work: pathlib.Path, archive: pathlib.Path) -> None:
+    os.environ["DFFML_ARCHIVE_REPOSITORY"] = str(work / "repository")
+    common = ["-sources", "f=csv", "-source-filename"]
+    models = [sys.executable, "-m", "dffml_archive", "models"]
+    _step("repository: train into models:salary (a new version)")
+    _run("dffml", "train", "-model", "slr_archive",
+         "-model-features", "experience:float:1", "-model-predict", "salary:float:1",
+         "-model-location", "models:salary", *common, "train.csv", cwd=work)
+    _step("repository: push the moved archive with metadata, tag it, predict from the tag")
+    print(_run(*models, "push", str(archive), "salary", "--comment", "from machine-b",
+               "--meta", "Accuracy=0.99", "--meta", "dataset=train.csv", cwd=work).strip())
+    print(_run(*models, "tag", "salary:2", "production", cwd=work).strip())
+    output = _run("dffml", "predict", "all", "-model", "slr_archive",
+                  "-model-location", "models:salary:production", *common, "new.csv", cwd=work)
+    values = [round(r["prediction"]["salary"]["value"], 2) for r in json.loads(output)]
+    print(f"predictions from models:salary:production: {values}")
+    print(_run(*models, "find", 'entrypoint == "slr_archive" and Accuracy > 0.9', cwd=work).strip())
+    print(_run(*models, "log", "salary", cwd=work))
 
 
 def main() -> None:
     with tempfile.TemporaryDirectory(prefix="dffml-archive-demo-") as temp:
         work = pathlib.Path(temp)
         asyncio.run(engine_demo(work))
-        dffml_demo(work)
+        moved = dffml_demo(work)
+        repository_demo(work, moved)
     print("\ndemo finished: OK")
 
 
