@@ -6,6 +6,7 @@ import json
 import os
 import pathlib
 import random
+import shlex
 import signal
 import subprocess
 import sys
@@ -310,3 +311,54 @@ def test_a_full_disk_gives_one_error_and_no_version(work):
     one_error_line(result, "cannot store")
     assert [v["version"] for v in json.loads(models("log", "m", "--json", cwd=work).stdout)] == [1]
     assert "ok: 1 blob(s)" in models("verify", cwd=work).stdout
+
+
+def test_a_save_that_fails_keeps_the_trained_model_and_says_how_to_push_it(work):
+    train("models:m", work)
+    write_csv(work / "other.csv", [{"experience": x, "salary": 3 * x} for x in range(8)])
+    blobs = work / "repository" / "blobs"
+    directories = [blobs, *[p for p in blobs.rglob("*") if p.is_dir()]]
+    for directory in directories:
+        os.chmod(directory, 0o555)
+    try:
+        result = subprocess.run(
+            [*without_root_override(), DFFML, "train", "-model", "slr_archive",
+             "-model-location", "models:m", "-sources", "f=csv", "-source-filename",
+             "other.csv"],
+            cwd=work, env=env(), capture_output=True, text=True, timeout=CLI_TIMEOUT,
+        )
+    finally:
+        for directory in directories:
+            os.chmod(directory, 0o755)
+    assert result.returncode != 0 and "Traceback" not in result.stderr, result.stderr
+    assert "the model directory is kept at" in result.stderr, result.stderr
+    command = result.stderr.split("push it when the cause is fixed: ", 1)[1].rsplit(")", 1)[0]
+    assert [v["version"] for v in json.loads(models("log", "m", "--json", cwd=work).stdout)] == [1]
+    argv = shlex.split(command)
+    assert argv[:4] == ["python", "-m", "dffml_archive", "models"]
+    pushed = models(*argv[4:], cwd=work)
+    assert "saved m:2" in pushed.stdout
+    assert abs(predict("models:m:2", work) - 60) < 1e-6  # the model trained on other.csv
+
+
+async def test_python_api_trains_into_and_loads_from_the_repository(work):
+    import dffml
+
+    import dffml_archive
+    from dffml_archive.repository import Repository
+
+    model = dffml.Model.load("slr_archive")(
+        features=dffml.Features(dffml.Feature("experience", int, 1)),
+        predict=dffml.Feature("salary", float, 1),
+        location="models:api",
+    )
+    await dffml.train(model, *TRAIN)
+    async with Repository() as repo:
+        image = await repo.get_model_image("api")
+        assert image.version == 1 and image.get_metadata()["entrypoint"] == "slr_archive"
+        loaded = await image.get_model()  # nothing to configure
+    async for _, _, prediction in dffml.predict(loaded, {"experience": 20}):
+        assert abs(prediction["salary"]["value"] - 205) < 1e-6
+    again = await dffml_archive.load_model("models:api:latest")
+    async for _, _, prediction in dffml.predict(again, {"experience": 1}):
+        assert abs(prediction["salary"]["value"] - 15) < 1e-6
