@@ -164,8 +164,15 @@ def test_a_failed_training_adds_no_version(work):
 def test_commands_and_their_errors(work):
     (work / "model").mkdir()
     (work / "model" / "weights.bin").write_bytes(os.urandom(10_000))
-    out = models("push", "model", "team/m", "--comment", "first", cwd=work).stdout
+    (work / "a.txt").write_text("a")
+    (work / "b.txt").write_text("bb")
+    out = models("push", "model", "team/m", "--comment", "first", "--meta", "x=1", "y=[2]",
+                 "--meta", "z=text", "--attach", "a.txt", "b.txt", cwd=work).stdout
     assert "saved team/m:1" in out
+    shown = json.loads(models("show", "team/m:1", "--json", cwd=work).stdout)
+    assert (shown["metadata"]["x"], shown["metadata"]["y"], shown["metadata"]["z"]) == (
+        1, [2], "text")
+    assert shown["attachments"] == {"a.txt": 1, "b.txt": 2}
     assert "team/m" in models("list", cwd=work).stdout
     assert json.loads(models("list", "--json", "--namespace", "team", cwd=work).stdout)[0][
         "latest"] == 1
@@ -187,7 +194,7 @@ def test_commands_and_their_errors(work):
     models("delete", "team/m:1", cwd=work)
     assert json.loads(models("log", "team/m", "--json", cwd=work).stdout) == []
     freed = json.loads(models("gc", "--grace", "0", "--json", cwd=work).stdout)
-    assert freed["freed_bytes"] == 10_000
+    assert freed["freed_bytes"] == 10_003
     assert "ok: 0 blob(s)" in models("verify", cwd=work).stdout
 
 

@@ -48,11 +48,12 @@ def add_models_parser(commands) -> None:
     push.add_argument("source", metavar="SOURCE", help="an archive file or a directory")
     push.add_argument("name", metavar="NAME")
     push.add_argument("--comment", default="", metavar="TEXT")
-    push.add_argument("-m", "--meta", action="append", default=[], metavar="KEY=VALUE",
+    push.add_argument("-m", "--meta", action="extend", nargs="+", default=[],
+                      metavar="KEY=VALUE",
                       help="metadata (VALUE read as JSON when it is JSON: 0.89, true, "
-                      "[1,2]; else as text); repeatable")
-    push.add_argument("--attach", action="append", default=[], metavar="FILE",
-                      help="a file to save beside the version; repeatable")
+                      "[1,2]; else as text): --meta a=1 b=2, or repeated")
+    push.add_argument("--attach", action="extend", nargs="+", default=[], metavar="FILE",
+                      help="files to save beside the version (under their names)")
     push.add_argument("--model", metavar="JSON_FILE",
                       help="model information for a directory (what a failed save kept)")
     tag = sub.add_parser("tag", parents=[common], help="point TAG at a version (moves it)")
