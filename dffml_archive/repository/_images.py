@@ -17,14 +17,14 @@ import re
 import shutil
 import tempfile
 import time
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional
 
 from sqlalchemy import insert, select
 
 from .. import _constants as C
 from .._api import in_thread, run_job
 from .._atomic import hold_directory
-from .._manifest import Manifest, created_by
+from .._manifest import Manifest
 from ..errors import (
     ArchiveSourceError, BadReferenceError, ReferenceNotFoundError, RepositoryError, shown,
 )

@@ -15,7 +15,7 @@ import os
 import pathlib
 import socket
 import time
-from typing import Any, Dict, List, Optional
+from typing import TYPE_CHECKING, Any, Dict, List, Optional
 
 from sqlalchemy import and_, delete, func, insert, select, update
 
@@ -26,6 +26,9 @@ from . import _schema as S
 from ._blobs import BlobStore, LocalBlobStore
 from ._database import open_database
 from ._names import Reference, checked_name, checked_tag, checked_version, parse_reference
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ._images import ModelImage, NewImage
 
 GC_LOCK = "gc.lock"
 
