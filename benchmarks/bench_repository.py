@@ -222,71 +222,77 @@ def _matches(index: int, accuracy: float) -> bool:
 
 
 def core_fill(loop, store, layout, template, rng, first_index: int) -> int:
-    """Insert one version per (name, count) of ``layout`` into the store's
-    tables with SQLAlchemy Core, as saves would (image, image_blobs, version,
-    event; every 50th version tagged); returns the selector's matches."""
-    import hashlib
-
+    """Insert ``count`` versions per (name, count) of ``layout`` into the
+    store's tables with SQLAlchemy Core, as saves would (repository, image,
+    image_blobs, version, event; every 50th version row tagged), in one
+    transaction of a few bulk inserts; returns the selector's matches."""
     from sqlalchemy import insert, select, update
 
-    from dffml_archive._manifest import Manifest
     from dffml_archive.repository import _schema as S
+
+    names = [name for name, _ in layout]
+
+    async def fill():
+        async with store.transaction() as db:
+            # (The store holds nothing else: no IN list of 10,000 names.)
+            known = {row.name for row in await db.execute(select(S.repositories.c.name))}
+            now = time.time()
+            new = [dict(name=name, namespace=name.split("/", 1)[0] if "/" in name else "",
+                        created=now, next_version=1) for name in names if name not in known]
+            if new:
+                await db.execute(insert(S.repositories), new)
+            rows = {row.name: row for row in await db.execute(select(S.repositories))}
+            tables, matches = _fill_rows(layout, rows, template, rng, first_index)
+            for table in (S.images, S.image_blobs, S.versions, S.events):
+                await db.execute(insert(table), tables[table.name])
+            for name, count in layout:
+                await db.execute(update(S.repositories)
+                                 .where(S.repositories.c.id == rows[name].id)
+                                 .values(next_version=rows[name].next_version + count))
+            tagged = (await db.execute(
+                select(S.versions.c.id, S.versions.c.repository_id, S.versions.c.version)
+                .where(S.versions.c.id % 50 == 0))).all()
+            if tagged:
+                await db.execute(insert(S.tags), [
+                    dict(repository_id=repository_id, tag=f"release-{version}", version_id=vid)
+                    for vid, repository_id, version in tagged])
+        return matches
+
+    return loop.run_until_complete(fill())
+
+
+def _fill_rows(layout, rows, template, rng, index):
+    """The rows of every table for ``layout``, and the selector's matches."""
+    import hashlib
+
+    from dffml_archive._manifest import Manifest
     from dffml_archive.repository._store import current_host, current_user
 
     blobs = sorted({m.sha256 for m in template.members if m.type == "file"})
     user, host, now = current_user(), current_host(), time.time()
+    tables = {"images": [], "image_blobs": [], "versions": [], "events": []}
     matches = 0
-    index = first_index
-
-    async def fill():
-        nonlocal matches, index
-        async with store.transaction() as db:
-            for name, count in layout:
-                row = (await db.execute(
-                    select(S.repositories).where(S.repositories.c.name == name))).first()
-                if row is None:
-                    namespace = name.split("/", 1)[0] if "/" in name else ""
-                    await db.execute(insert(S.repositories).values(
-                        name=name, namespace=namespace, created=now, next_version=1))
-                    row = (await db.execute(
-                        select(S.repositories).where(S.repositories.c.name == name))).first()
-                images, links, versions, events = [], [], [], []
-                for number in range(row.next_version, row.next_version + count):
-                    model = sample_model(index, rng)
-                    manifest = Manifest(template.members, model=model,
-                                        created_by=template.created_by).to_bytes()
-                    digest = hashlib.sha256(manifest).hexdigest()
-                    accuracy = round(rng.random(), 4)
-                    matches += _matches(index, accuracy)
-                    images.append(dict(digest=digest, manifest=manifest, created=now,
-                                       size=template.total_size, model=model))
-                    links += [dict(image=digest, blob=blob) for blob in blobs]
-                    versions.append(dict(
-                        repository_id=row.id, version=number, image=digest,
-                        comment=f"fill {index}", created=now + index * 1e-3, user=user,
-                        host=host, entrypoint=model["entrypoint"],
-                        metadata={"Accuracy": accuracy}, size=template.total_size,
-                        new_bytes=0))
-                    events.append(dict(repository_id=row.id, time=now, user=user,
-                                       action="save", version=number))
-                    index += 1
-                await db.execute(insert(S.images), images)
-                await db.execute(insert(S.image_blobs), links)
-                await db.execute(insert(S.versions), versions)
-                await db.execute(insert(S.events), events)
-                await db.execute(update(S.repositories).where(S.repositories.c.id == row.id)
-                                 .values(next_version=row.next_version + count))
-                tagged = (await db.execute(
-                    select(S.versions.c.id, S.versions.c.version)
-                    .where(S.versions.c.repository_id == row.id)
-                    .where(S.versions.c.version % 50 == 0))).all()
-                if tagged:
-                    await db.execute(insert(S.tags), [
-                        dict(repository_id=row.id, tag=f"release-{version}", version_id=vid)
-                        for vid, version in tagged])
-
-    loop.run_until_complete(fill())
-    return matches
+    for name, count in layout:
+        row = rows[name]
+        for number in range(row.next_version, row.next_version + count):
+            model = sample_model(index, rng)
+            manifest = Manifest(template.members, model=model,
+                                created_by=template.created_by).to_bytes()
+            digest = hashlib.sha256(manifest).hexdigest()
+            accuracy = round(rng.random(), 4)
+            matches += _matches(index, accuracy)
+            tables["images"].append(dict(digest=digest, manifest=manifest, created=now,
+                                         size=template.total_size, model=model))
+            tables["image_blobs"] += [dict(image=digest, blob=blob) for blob in blobs]
+            tables["versions"].append(dict(
+                repository_id=row.id, version=number, image=digest, comment=f"fill {index}",
+                created=now + index * 1e-3, user=user, host=host,
+                entrypoint=model["entrypoint"], metadata={"Accuracy": accuracy},
+                size=template.total_size, new_bytes=0))
+            tables["events"].append(dict(repository_id=row.id, time=now, user=user,
+                                         action="save", version=number))
+            index += 1
+    return tables, matches
 
 
 def build_many(loop, work: pathlib.Path, sample_versions: int, sample_repositories: int):
