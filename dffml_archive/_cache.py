@@ -13,11 +13,14 @@ else ``~/.cache/dffml-archive`` (:func:`dffml_archive._constants.cache_root`)::
     │   │   └── archive-path           the archive's real path (for pruning)
     │   └── session-XXXXXXXX/          an uncached session's working copy,
     │       └── tree/                  flocked by its process while it lives
+    ├── hashes/
+    │   └── <key>.json                 sha256 of a directory's files by their stats,
+    │                                  so a repository save reads only what changed
     ├── rescued-<name>-<time>-<random>/        the tree of a session whose save failed
     └── rescued-<name>-<time>-<random>.model.json   and its model information
 
 ``<key>`` is :func:`archive_key`: the first 32 hex digits of the SHA-256 of
-the archive's real path, so every spelling of one archive (relative,
+the archive's (or directory's) real path, so every spelling of one archive (relative,
 through links) shares one lock and one slot.
 """
 import hashlib
@@ -34,6 +37,7 @@ TREE = "tree"
 STATE_FILE = "state.json"
 ARCHIVE_PATH_FILE = "archive-path"
 SESSION_PREFIX = "session-"
+HASHES = "hashes"
 RESCUED_PREFIX = "rescued-"
 MODEL_INFORMATION_SUFFIX = ".model.json"
 
@@ -58,6 +62,11 @@ def extract_directory() -> pathlib.Path:
 def slot_path(archive) -> pathlib.Path:
     """The cached extraction slot of ``archive``."""
     return extract_directory() / archive_key(archive)
+
+
+def hash_cache_path(directory) -> pathlib.Path:
+    """The hash cache of ``directory`` (keyed like an archive: its real path)."""
+    return C.cache_root() / HASHES / f"{archive_key(directory)}.json"
 
 
 def rescue_path(archive) -> pathlib.Path:

@@ -404,10 +404,19 @@ def pack_stored(stored, archive, manifest_bytes: bytes, *, level=None, job=None,
     job.finish()
 
 
-def hashed_tree(directory, subject, *, job=None):
+def scanned_tree(directory, subject):
     """The members of ``directory`` as packing would list them (same rules:
-    no links, no special files, safe names), each with its file's path;
-    ``subject`` is what errors name."""
+    no links, no special files, safe names), each with its file's path and
+    without its sha256; ``subject`` is what errors name."""
+    directory = os.fspath(directory)
+    if not os.path.isdir(directory):
+        raise ArchiveSourceError(subject, f"{directory!r} is not a directory")
+    return [(entry.manifest_member(), entry.path if entry.type == FILE else None)
+            for entry in _scan(directory, subject)]
+
+
+def hashed_tree(directory, subject, *, job=None):
+    """:func:`scanned_tree` with every file's sha256."""
     job = job or Job()
     directory = os.fspath(directory)
     if not os.path.isdir(directory):

@@ -3,6 +3,7 @@ member, versions, tags, metadata, attachments, selectors, gc and verify."""
 import asyncio
 import hashlib
 import io
+import json
 import os
 import pathlib
 import sqlite3
@@ -370,3 +371,48 @@ async def test_a_repository_from_a_newer_release_is_refused(root):
     with pytest.raises(da.RepositoryError, match="newer dffml-archive"):
         async with Repository(root):
             pass
+
+
+async def test_a_file_rewritten_under_its_old_stats_is_read_again(tmp_path, root):
+    """The hash cache trusts stats, ctime included: content put back with
+    the old size and mtime is still seen (ctime moved)."""
+    model = make_model(tmp_path / "model")
+    weights = model / "weights" / "a.bin"
+    old = weights.stat()
+    async with Repository(root) as repo:
+        models = await repo.create("m")
+        await models.new_image(model).save()
+        weights.write_bytes(b"v" * 5000)  # same size
+        os.utime(weights, ns=(old.st_atime_ns, old.st_mtime_ns))
+        second = await models.new_image(model).save()
+        assert second.new_bytes == 5000
+        await second.materialize(tmp_path / "out")
+    assert (tmp_path / "out" / "weights" / "a.bin").read_bytes() == b"v" * 5000
+
+
+async def test_the_hash_cache_records_each_file_and_changes_nothing_stored(tmp_path, root):
+    from dffml_archive import _cache
+
+    model = make_model(tmp_path / "model")
+    async with Repository(root) as repo:
+        models = await repo.create("m")
+        first = await models.new_image(model).save()
+        cache = json.loads(_cache.hash_cache_path(model).read_text())
+        assert sorted(cache["files"]) == ["config.json", "run.sh", "weights/a.bin",
+                                          "weights/b.bin"]
+        second = await models.new_image(model).save()
+    assert (second.digest, second.new_bytes) == (first.digest, 0)
+
+
+def test_a_cache_entry_is_trusted_only_for_files_older_than_the_racy_window():
+    from dffml_archive import _constants as C
+    from dffml_archive.repository._sources import _trusted
+
+    hashed = 10 * C.RACY_WINDOW_NS
+    old_key = [1, 2, 3, hashed - 2 * C.RACY_WINDOW_NS, hashed - 2 * C.RACY_WINDOW_NS]
+    assert _trusted([old_key, "d"], old_key, hashed) == "d"
+    racy = [1, 2, 3, hashed - C.RACY_WINDOW_NS // 2, hashed - 2 * C.RACY_WINDOW_NS]
+    assert _trusted([racy, "d"], racy, hashed) is None
+    changed_ctime = old_key[:4] + [hashed + 1]
+    assert _trusted([old_key, "d"], changed_ctime, hashed) is None
+    assert _trusted(None, old_key, hashed) is None

@@ -17,7 +17,7 @@ import os
 import pathlib
 import shutil
 import time
-from typing import AsyncIterator, Iterable, Optional, Set, Tuple
+from typing import AsyncIterator, Iterable, List, Optional, Set, Tuple
 
 from .. import _constants as C
 from .._api import in_thread
@@ -37,6 +37,14 @@ class BlobMismatch(Exception):
         self.digest, self.actual = digest, actual
 
 
+class SourceChanged(Exception):
+    """A file changed while it was being stored (the caller names it)."""
+
+    def __init__(self, path):
+        super().__init__(path)
+        self.path = path
+
+
 class BlobStore:
     """The interface.  Every method may raise :class:`RepositoryError`."""
 
@@ -54,6 +62,15 @@ class BlobStore:
     async def copy_to(self, digest: str, destination, mode: int) -> None:
         """Write blob ``digest`` to ``destination`` (a new file of ``mode``),
         hashing it on the way; :class:`BlobMismatch` if it does not match."""
+        raise NotImplementedError
+
+    async def ingest(
+        self, paths: List[str], *, job=None, take: bool = False
+    ) -> List[Tuple[str, int, int]]:
+        """Store each file whose sha256 is not known yet: (digest, size,
+        bytes newly stored) each.  ``take``: the files are ours (a
+        temporary tree) and may be moved or linked.  Raises
+        :class:`SourceChanged` for a file that changed while it was read."""
         raise NotImplementedError
 
     def local_path(self, digest: str) -> Optional[pathlib.Path]:
@@ -77,7 +94,7 @@ def is_digest(text: str) -> bool:
     return len(text) == 64 and _HEX.issuperset(text)
 
 
-def _copy_hashing(source, target, buffer: bytearray) -> Tuple[str, int]:
+def _copy_hashing(source, target, buffer: bytearray, job=None) -> Tuple[str, int]:
     digest = hashlib.sha256()
     view = memoryview(buffer)
     size = 0
@@ -86,6 +103,8 @@ def _copy_hashing(source, target, buffer: bytearray) -> Tuple[str, int]:
         digest.update(view[:count])
         target.write(view[:count])
         size += count
+        if job is not None:
+            job.advance(count)
         count = source.readinto(buffer)
     return digest.hexdigest(), size
 
@@ -161,6 +180,63 @@ class LocalBlobStore(BlobStore):
                     partial.unlink()
             fsync_directory(target.parent)
         return size
+
+    def _ingest(self, path, buffer: bytearray, job, take: bool) -> Tuple[str, int, int]:
+        """Read ``path`` once, copying and hashing together; keep the copy
+        only if the store lacks that blob.  ``take``: link instead of
+        copying where the file system allows (a tree of ours)."""
+        self.temporary.mkdir(parents=True, exist_ok=True)
+        partial = self.temporary / f"blob-ingest-{os.getpid()}-{time.monotonic_ns()}"
+        if take and self._link(path, partial):
+            return self._keep_linked(partial)
+        try:
+            with open(path, "rb") as source, open(partial, "xb") as out:
+                before = os.fstat(source.fileno())
+                actual, size = _copy_hashing(source, out, buffer, job)
+                after = os.fstat(source.fileno())
+                if size != after.st_size or (before.st_size, before.st_mtime_ns) != (
+                    after.st_size, after.st_mtime_ns
+                ):
+                    raise SourceChanged(path)
+                target = self.path(actual)
+                if self._missing([actual]):
+                    out.flush()
+                    os.fsync(out.fileno())
+                    new = True
+                else:
+                    new = False
+            if new:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                os.chmod(partial, 0o444)
+                os.replace(partial, target)
+                fsync_directory(target.parent)
+        finally:
+            if partial.exists():
+                partial.unlink()
+        return actual, size, size if new else 0
+
+    def _keep_linked(self, partial: pathlib.Path) -> Tuple[str, int, int]:
+        try:
+            actual, size = _hash_file(partial), os.stat(partial).st_size
+            new = bool(self._missing([actual]))
+            if new:
+                target = self.path(actual)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                os.chmod(partial, 0o444)
+                os.replace(partial, target)
+                fsync_directory(target.parent)
+        finally:
+            if partial.exists():
+                partial.unlink()
+        return actual, size, size if new else 0
+
+    async def ingest(self, paths, *, job=None, take: bool = False):
+        def ingest_all():
+            buffer = bytearray(C.CHUNK_SIZE)
+            with self._errors("cannot store the model's files"):
+                return [self._ingest(path, buffer, job, take) for path in paths]
+
+        return await in_thread(ingest_all)
 
     @staticmethod
     def _link(path, partial) -> bool:

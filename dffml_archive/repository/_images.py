@@ -25,6 +25,7 @@ from .. import _constants as C
 from .._api import in_thread, run_job
 from .._atomic import hold_directory
 from .._manifest import Manifest
+from .._model_info import checked_model_info
 from ..errors import (
     ArchiveSourceError, BadReferenceError, ReferenceNotFoundError, RepositoryError, shown,
 )
@@ -115,37 +116,49 @@ class NewImage:
         if not isinstance(comment, str):
             raise BadReferenceError(repr(comment), "a comment must be a string")
         store = self.repository.store
-        with staging_directory(store.root) as stage:
-            members, manifest = await _staged(
-                self.source, stage, self.repository.name, self.model, progress
-            )
-            attachments = [
-                await in_thread(_stage_attachment, name, fileobj, stage)
-                for name, fileobj in self._attachments.items()
-            ]
-            async with store.saving():
-                new_bytes = await _store_blobs(store, members, attachments, self.repository.name)
+        async with store.saving():
+            with staging_directory(store.root) as stage:
+                members, manifest, new_bytes = await _staged(
+                    store, self.source, stage, self.repository.name, self.model, progress
+                )
+                attachments = [
+                    await in_thread(_stage_attachment, name, fileobj, stage)
+                    for name, fileobj in self._attachments.items()
+                ]
+                new_bytes += await _store_blobs(
+                    store, members, attachments, self.repository.name
+                )
                 return await _commit(
                     self.repository, manifest, attachments, self.metadata, comment, new_bytes
                 )
 
 
-async def _staged(source, stage: pathlib.Path, subject, model, progress):
-    """(members with their files, manifest) of ``source``; the files are
-    ``take``-able (ours) when they were extracted into ``stage``."""
-    from .._pack import hashed_tree
+def _source_path(source) -> pathlib.Path:
+    """The directory or archive behind ``source`` (a path or a DFFML model)."""
     from ..model import ArchiveModel
+
     if isinstance(source, ArchiveModel):
         source = source.config.location
     elif hasattr(source, "config") and hasattr(source.config, "location"):
         source = source.config.location
     elif hasattr(source, "config") and hasattr(source.config, "directory"):
         source = source.config.directory
-    path = pathlib.Path(os.fspath(source))
+    return pathlib.Path(os.fspath(source))
+
+
+async def _staged(store, source, stage: pathlib.Path, subject, model, progress):
+    """(members still to store, each with its file and whether it may be
+    taken, the manifest, bytes already stored).  A directory's files are
+    stored as they are read; an archive is extracted (verified) into
+    ``stage`` first, and its files are then ours to take."""
+    from ._sources import directory_members
+
+    if model is not None:
+        checked_model_info(subject, model)
+    path = _source_path(source)
     if path.is_dir():
-        members = await run_job(hashed_tree, path, str(path), progress=progress)
-        manifest = Manifest([member for member, _ in members], model=model)
-        return [(member, file, False) for member, file in members], manifest
+        members, new_bytes = await directory_members(store, path, str(path))
+        return [], Manifest(members, model=model), new_bytes
     if not path.exists():
         raise ArchiveSourceError(
             str(path), "does not exist", hint="give a model archive file or a model directory"
@@ -156,18 +169,17 @@ async def _staged(source, stage: pathlib.Path, subject, model, progress):
     manifest = await extract(path, tree, progress=progress)
     if not manifest.verified:
         # Made by another tool: the members just extracted are the truth.
-        members = await run_job(hashed_tree, tree, str(path))
-        manifest = Manifest([member for member, _ in members], model=None)
-    else:
-        manifest = Manifest(
-            manifest.members, model=model if model is not None else manifest.model,
-            created_by=manifest.created_by,
-        )
+        members, new_bytes = await directory_members(store, tree, str(path))
+        return [], Manifest(members, model=model), new_bytes
+    manifest = Manifest(
+        manifest.members, model=model if model is not None else manifest.model,
+        created_by=manifest.created_by,
+    )
     staged = [
         (member, str(tree / member.path) if member.type == "file" else None, True)
         for member in manifest.members
     ]
-    return staged, manifest
+    return staged, manifest, 0
 
 
 def _stage_attachment(name, fileobj, stage: pathlib.Path):
