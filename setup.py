@@ -18,10 +18,10 @@ VERSION = re.search(
 # rebuild a multi-GB environment).
 REQUIREMENTS = json.loads((HERE / "requirements.json").read_text())
 BACKEND_EXTRAS = REQUIREMENTS["extras"]
-EXTRAS = dict(BACKEND_EXTRAS)
+EXTRAS = {**BACKEND_EXTRAS, **REQUIREMENTS["features"]}
 EXTRAS["dev"] = REQUIREMENTS["dev"]
 EXTRAS["all"] = sorted(
-    {req for reqs in BACKEND_EXTRAS.values() for req in reqs} | set(REQUIREMENTS["dev"])
+    {req for reqs in EXTRAS.values() for req in reqs} | set(REQUIREMENTS["dev"])
 )
 
 # The backend table (dffml_archive/backends/_table.py) declares every
