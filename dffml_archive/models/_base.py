@@ -35,8 +35,8 @@ class SavingSimpleModel(SimpleModel):
     def open(self) -> None:
         self._failed = self._changed_files = False
         super().open()
-        self._saved = _dumped(self.storage)
         self.load_files()
+        self._saved = _dumped(self.storage)
 
     async def __aexit__(self, exc_type, exc_value, traceback):
         if exc_type is not None:

@@ -2,7 +2,7 @@
 (``spacyner_archive`` stores it in an archive).
 
 dffml-model-spacy on PyPI ships no code (every release holds only its
-``__init__``/``version``), so this is a backend of our own, written for
+``__init__``/``version``), so this is a model of our own, written for
 spaCy 3.7, keeping the interface its tests document: options
 ``model_name_or_path``, ``n_iter`` and ``dropout``; records with the
 features ``sentence`` (the text) and ``entities`` (``(start, end, label)``
