@@ -5,6 +5,8 @@ new one.  Temp files are named ``.<target>.<random>.partial`` so the next write
 (holding the archive lock) removes leftovers of a crash before it starts.
 """
 import contextlib
+import ctypes
+import errno
 import fcntl
 import hashlib
 import os
@@ -116,6 +118,76 @@ def atomic_replace(target):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temp)
         raise
+
+
+_AT_FDCWD, _RENAME_EXCHANGE = -100, 2
+
+
+def exchange_paths(first: str, second: str) -> bool:
+    """Swap two paths in one step (Linux ``renameat2(RENAME_EXCHANGE)``);
+    False where the system or file system cannot."""
+    renameat2 = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)
+    if renameat2 is None:
+        return False
+    if renameat2(_AT_FDCWD, os.fsencode(first), _AT_FDCWD, os.fsencode(second),
+                 _RENAME_EXCHANGE) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+        return False
+    raise OSError(code, os.strerror(code), second)
+
+
+def swap_in_directory(new, target) -> None:
+    """Put directory ``new`` in the place of the non-empty directory
+    ``target`` and delete the old tree.  In one step where the system can
+    (:func:`exchange_paths`), so ``target`` never goes missing; else by two
+    renames, the old tree kept in a hidden ``.old`` sibling until the new
+    one is in place (a process killed between them leaves it there)."""
+    new, target = os.fspath(new), pathlib.Path(target)
+    if exchange_paths(new, os.fspath(target)):
+        shutil.rmtree(new, ignore_errors=True)  # the old tree, now
+        return
+    backup = tempfile.mkdtemp(
+        dir=target.parent, prefix=hidden_sibling_prefix(target.name), suffix=".old"
+    )
+    os.rename(target, os.path.join(backup, "tree"))
+    os.rename(new, target)
+    shutil.rmtree(backup, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def atomic_replace_directory(target, grace_seconds: float = C.STAGE_GRACE_SECONDS):
+    """Yield a new empty directory beside ``target`` for a library that
+    writes a whole tree by path (spaCy's ``nlp.to_disk``); on a clean exit
+    it takes ``target``'s place (:func:`swap_in_directory`), with the
+    permissions of a directory made now; on an exception it is removed and
+    ``target`` is untouched.  Partial trees of killed writers are removed
+    first (they are held by an ``flock`` while written)."""
+    target = pathlib.Path(target)
+    prefix = hidden_sibling_prefix(target.name)
+    remove_abandoned_directories(
+        target.parent,
+        re.compile(re.escape(prefix) + r"[A-Za-z0-9_]{8}" + re.escape(PARTIAL_SUFFIX)),
+        grace_seconds,
+    )
+    temp = tempfile.mkdtemp(dir=target.parent, prefix=prefix, suffix=PARTIAL_SUFFIX)
+    hold = hold_directory(temp)
+    try:
+        yield pathlib.Path(temp)
+        os.chmod(temp, 0o777 & ~current_umask())  # mkdtemp made it 0700
+        try:
+            os.rename(temp, target)  # no target, or an empty one
+        except OSError as error:
+            if error.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                raise
+            swap_in_directory(temp, target)
+        fsync_directory(target.parent)
+    except BaseException:
+        shutil.rmtree(temp, ignore_errors=True)
+        raise
+    finally:
+        os.close(hold)
 
 
 def hold_directory(path) -> int:

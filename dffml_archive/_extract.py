@@ -6,7 +6,6 @@ content matched the manifest, so a failure leaves the destination as it was.
 Verification runs the same loop with a sink that writes nothing.
 """
 import contextlib
-import ctypes
 import dataclasses
 import errno
 import hashlib
@@ -20,7 +19,8 @@ from typing import List, Optional
 
 from . import _constants as C
 from ._atomic import (
-    current_umask, hidden_sibling_prefix, hold_directory, remove_abandoned_directories
+    current_umask, hidden_sibling_prefix, hold_directory, remove_abandoned_directories,
+    swap_in_directory,
 )
 from ._formats import check_content, format_for_path
 from ._job import Job
@@ -278,24 +278,6 @@ def _check_destination(archive, destination: pathlib.Path, replace: bool) -> Non
         )
 
 
-_AT_FDCWD, _RENAME_EXCHANGE = -100, 2
-
-
-def _exchange(first: str, second: str) -> bool:
-    """Swap two paths in one step (Linux ``renameat2(RENAME_EXCHANGE)``);
-    False where the system or file system cannot."""
-    renameat2 = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)
-    if renameat2 is None:
-        return False
-    if renameat2(_AT_FDCWD, os.fsencode(first), _AT_FDCWD, os.fsencode(second),
-                 _RENAME_EXCHANGE) == 0:
-        return True
-    code = ctypes.get_errno()
-    if code in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
-        return False
-    raise OSError(code, os.strerror(code), second)
-
-
 def _has_entries(directory) -> bool:
     with os.scandir(directory) as entries:  # closed even when any() stops early
         return any(entries)
@@ -310,19 +292,8 @@ def _move_into_place(archive, stage: str, destination: pathlib.Path, replace: bo
             raise DestinationError(
                 archive, f"cannot move the extracted tree to {str(destination)!r}: {error}"
             ) from None
-    # Swapped in one step, the destination never goes missing, even if the
-    # process dies here; the old tree is then at ``stage``.
     with os_errors_as(DestinationError, archive, f"cannot replace {str(destination)!r}"):
-        exchanged = _exchange(stage, os.fspath(destination))
-    if exchanged:
-        shutil.rmtree(stage, ignore_errors=True)
-        return
-    backup = tempfile.mkdtemp(
-        dir=destination.parent, prefix=hidden_sibling_prefix(destination.name), suffix=".old"
-    )
-    os.rename(destination, os.path.join(backup, "tree"))
-    os.rename(stage, destination)
-    shutil.rmtree(backup, ignore_errors=True)
+        swap_in_directory(stage, destination)
 
 
 def extract_archive(

@@ -53,3 +53,31 @@ def test_the_docs_backend_table_lists_every_backend():
                    else "pip install dffml-archive")
         assert install in page, install
         assert (REPO / "docs" / "models" / f"{row['module']}.rst").is_file()
+
+
+def test_rows_have_only_the_known_fields():
+    for row in _table.BACKENDS:
+        assert set(row) <= {"module", "distribution", "extra", "models", "own"}, row
+        assert {"module", "distribution", "extra", "models"} <= set(row), row
+
+
+def test_our_own_models_are_plain_plugins_under_their_upstream_names():
+    """A model no PyPI release ships working is ours, in dffml_archive/models/:
+    registered under the upstream name (``vwmodel``) and wrapped by its
+    backend module as ``NAME_archive``, around the very same class."""
+    own = {name: (row, target) for row in _table.BACKENDS
+           for name, target in row.get("own", {}).items()}
+    assert set(own) == {"vwmodel", "spacyner"}
+    modules = {path.stem for path in (REPO / "dffml_archive" / "models").glob("[!_]*.py")}
+    assert modules == {target.partition(":")[0] for _row, target in own.values()}, (
+        "every module in dffml_archive/models is a model the table registers"
+    )
+    for name, (row, target) in own.items():
+        assert name in row["models"], f"{name} is wrapped by its row's module too"
+        assert f"{name} = dffml_archive.models.{target}" in _table.model_entry_points()
+        plain = Model.load(name)
+        assert f"{plain.__module__}:{plain.__qualname__}" == f"dffml_archive.models.{target}"
+        assert plain.ENTRY_POINT_LABEL == name
+        archived = Model.load(f"{name}{_table.LABEL_SUFFIX}")
+        assert archived.INNER is plain and archived.UPSTREAM == name
+        assert archived.__module__ == f"dffml_archive.backends.{row['module']}"

@@ -46,7 +46,7 @@ from dffml import Feature, Features, Model
 import dffml_archive
 from dffml_archive import load_model
 from dffml_archive.model import archive_label
-from dffml_archive.backends import vowpalwabbit as vw
+from dffml_archive.models import vwmodel as vw
 
 from _e2e_helpers import EXAMPLES, TABULAR_KINDS, check_stored_model, comparable
 from _e2e_helpers import dffml_cli as shared_dffml_cli, parse_records, same, write_csv

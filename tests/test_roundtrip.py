@@ -433,7 +433,7 @@ def test_replacing_swaps_the_trees_in_one_step(tmp_path):
     """extract --replace swaps the new tree in with one renameat2 call, so the
     destination never goes missing (with two renames, a process killed
     between them left none).  Linux >= 3.15 on ext4/tmpfs has it."""
-    from dffml_archive._extract import _exchange
+    from dffml_archive._atomic import exchange_paths as _exchange
 
     (tmp_path / "new").mkdir()
     (tmp_path / "new" / "n").write_text("new\n")

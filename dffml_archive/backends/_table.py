@@ -2,7 +2,8 @@
 
 Read by ``setup.py`` (by path, without importing the package: it builds the
 ``dffml.model`` entry points ``NAME_archive = dffml_archive.backends.MODULE:
-NAME_archive`` from it), by the adapters (their ``distribution`` and
+NAME_archive`` from it, and ``NAME = dffml_archive.models.OWN`` for our own
+plain models), by the adapters (their ``distribution`` and
 ``extra``), by the docs' backend table (checked by tests) and by the tests.
 Pins live in ``requirements.json`` under the same extra (that file is the
 environment's cache key).  Plain data only: this file must run on its own.
@@ -30,7 +31,10 @@ wide_resnet50_2
 
 #: module (in dffml_archive.backends), distribution (whose version the
 #: manifest records), extra (None: installed with dffml-archive itself),
-#: upstream model names.
+#: upstream model names; ``own``, for a model no PyPI release ships working:
+#: upstream name -> ``module:Class`` of our own plain DFFML model in
+#: dffml_archive.models, registered under the upstream name as well (the one
+#: exception to "never an upstream name": nothing else provides it).
 BACKENDS = [
     dict(module="slr", distribution="dffml", extra=None, models=["slr"]),
     dict(module="scratch", distribution="dffml-model-scratch", extra="scratch",
@@ -40,7 +44,7 @@ BACKENDS = [
     dict(module="xgboost", distribution="dffml-model-xgboost", extra="xgboost",
          models=["xgbclassifier", "xgbregressor"]),
     dict(module="vowpalwabbit", distribution="vowpalwabbit", extra="vowpalwabbit",
-         models=["vwmodel"]),
+         models=["vwmodel"], own={"vwmodel": "vwmodel:VWModel"}),
     dict(module="daal4py", distribution="dffml-model-daal4py", extra="daal4py",
          models=["daal4pylr"]),
     dict(module="autosklearn", distribution="dffml-model-autosklearn", extra="autosklearn",
@@ -51,7 +55,8 @@ BACKENDS = [
          models=["tfdnnc", "tfdnnr"]),
     dict(module="tensorflow_hub", distribution="dffml-model-tensorflow-hub",
          extra="tensorflow_hub", models=["text_classifier"]),
-    dict(module="spacy", distribution="spacy", extra="spacy", models=["spacyner"]),
+    dict(module="spacy", distribution="spacy", extra="spacy", models=["spacyner"],
+         own={"spacyner": "spacyner:SpacyNERModel"}),
 ]
 
 
@@ -65,11 +70,16 @@ def backend(module: str) -> dict:
 
 
 def model_entry_points() -> list:
-    """``NAME_archive = dffml_archive.backends.MODULE:NAME_archive`` for every model."""
+    """``NAME_archive = dffml_archive.backends.MODULE:NAME_archive`` for every
+    model, and ``NAME = dffml_archive.models.OWN`` for each of our own."""
     return [
         f"{name}{LABEL_SUFFIX} = dffml_archive.backends.{row['module']}:{name}{LABEL_SUFFIX}"
         for row in BACKENDS
         for name in row["models"]
+    ] + [
+        f"{name} = dffml_archive.models.{target}"
+        for row in BACKENDS
+        for name, target in row.get("own", {}).items()
     ]
 
 
