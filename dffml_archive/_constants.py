@@ -16,6 +16,15 @@ Environment variables (all optional):
     Root directory of the embedded model repository (``models:`` locations,
     ``dffml service models``).  Default: ``$XDG_DATA_HOME/dffml-archive/
     repository`` or ``~/.local/share/dffml-archive/repository``.
+``DFFML_ARCHIVE_REPOSITORY_DB`` / ``DFFML_ARCHIVE_REPOSITORY_BLOBS``
+    The repository's metadata database (a SQLAlchemy URL:
+    ``sqlite+aiosqlite:///PATH`` or ``postgresql+asyncpg://USER@HOST/DB``) and
+    blob store (a directory or ``s3://BUCKET/PREFIX``, with ``AWS_ENDPOINT_URL``,
+    ``AWS_REGION``, ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``); they take
+    precedence over ``DFFML_ARCHIVE_REPOSITORY`` and its ``repository.json``.
+``DFFML_ARCHIVE_BLOB_CACHE_BYTES``
+    Size bound of the local read cache of blobs fetched from an S3 store
+    (default 10 GiB).
 ``DFFML_ARCHIVE_TRACEBACK``
     ``1`` keeps the Python traceback of our errors on the ``dffml`` command
     line (by default they print as one line, as ``-log debug`` also undoes).
@@ -131,3 +140,24 @@ LATEST_TAG = "latest"
 GC_GRACE_SECONDS = 3600
 #: SQLite waits this long for another process's write transaction.
 DATABASE_BUSY_SECONDS = 60
+
+
+def repository_database_url():
+    return os.environ.get("DFFML_ARCHIVE_REPOSITORY_DB") or None
+
+
+def repository_blobs_location():
+    return os.environ.get("DFFML_ARCHIVE_REPOSITORY_BLOBS") or None
+
+
+#: The repository root's optional configuration file ({"database": URL,
+#: "blobs": LOCATION}), below options and the environment variables.
+REPOSITORY_CONFIG_FILE = "repository.json"
+#: S3 uploads: members up to this size are one PutObject; larger ones are
+#: multipart uploads of parts this big, this many in flight at once.
+S3_PART_BYTES = 16 << 20
+S3_PARALLEL_PARTS = 4
+
+
+def blob_cache_bytes() -> int:
+    return _env_int("DFFML_ARCHIVE_BLOB_CACHE_BYTES", 10 << 30)

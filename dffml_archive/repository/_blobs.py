@@ -48,6 +48,15 @@ class SourceChanged(Exception):
 class BlobStore:
     """The interface.  Every method may raise :class:`RepositoryError`."""
 
+    #: What errors name: the directory or the s3:// location.
+    subject = None
+
+    async def open(self) -> None:
+        """Connect (and check that the store can be used)."""
+
+    async def close(self) -> None:
+        """Release connections."""
+
     async def missing(self, digests: Iterable[str]) -> Set[str]:
         """The digests of ``digests`` not stored.  The others are kept from gc
         for its grace period (they are about to be referenced)."""
@@ -126,6 +135,7 @@ class LocalBlobStore(BlobStore):
 
     def __init__(self, root: pathlib.Path):
         self.root = pathlib.Path(root)
+        self.subject = str(self.root)
         self.directory = self.root / BLOBS / "sha256"
         self.temporary = self.root / TEMPORARY
 

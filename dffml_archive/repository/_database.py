@@ -9,7 +9,6 @@ locked" halfway.  Migrations run under that same lock, so two processes
 opening a new repository at once create the schema once.
 """
 import asyncio
-import os
 import pathlib
 
 from sqlalchemy import event, text
@@ -46,11 +45,15 @@ def _sqlite_engine(path: pathlib.Path) -> AsyncEngine:
 
 
 async def _revision(connection):
-    try:
-        row = (await connection.execute(text("SELECT version_num FROM alembic_version"))).first()
-    except Exception:  # no table yet: a new database
-        return None
-    return row[0] if row else None
+    def read(sync_connection):
+        from sqlalchemy import inspect
+
+        if not inspect(sync_connection).has_table("alembic_version"):
+            return None  # a new database (no failed statement: PostgreSQL would abort)
+        row = sync_connection.execute(text("SELECT version_num FROM alembic_version")).first()
+        return row[0] if row else None
+
+    return await connection.run_sync(read)
 
 
 def _upgrade(sync_connection) -> None:
@@ -65,23 +68,53 @@ def _upgrade(sync_connection) -> None:
     command.upgrade(config, "head")
 
 
-async def open_database(root: pathlib.Path) -> AsyncEngine:
-    """The engine of the repository at ``root`` (created and migrated if
-    needed).  Alembic is imported only when the schema is behind."""
-    engine = _sqlite_engine(root / DATABASE_FILE)
+async def open_database(url: str) -> AsyncEngine:
+    """The engine for ``url`` (SQLite or PostgreSQL), its schema created or
+    migrated if needed.  Alembic is imported only when the schema is behind."""
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        engine = _sqlite_engine(pathlib.Path(parsed.database))
+    else:
+        # pre_ping: a connection the server dropped (a restart) is replaced
+        # instead of failing the next operation.
+        engine = create_async_engine(url, pool_pre_ping=True)
     try:
         async with engine.begin() as connection:
             revision = await _revision(connection)
             if revision != SCHEMA_REVISION:
-                await connection.run_sync(_upgrade)
+                await _lock_for_migration(connection)
+                if await _revision(connection) != SCHEMA_REVISION:
+                    await connection.run_sync(_upgrade)
     except BaseException:
         await asyncio.shield(engine.dispose())
         raise
     return engine
 
 
-def database_files(root: pathlib.Path):
-    """The database and its WAL companions (for size and permission checks)."""
-    base = root / DATABASE_FILE
-    return [base] + [base.with_name(base.name + suffix) for suffix in ("-wal", "-shm")
-                     if os.path.exists(f"{base}{suffix}")]
+async def _lock_for_migration(connection) -> None:
+    """Hosts opening a new database at once migrate it one at a time
+    (SQLite: BEGIN IMMEDIATE already serializes them)."""
+    if connection.dialect.name == "postgresql":
+        await connection.execute(text("SELECT pg_advisory_xact_lock(7304916)"))
+
+
+def insert_ignoring_conflicts(connection, table):
+    """``INSERT ... ON CONFLICT DO NOTHING`` in the connection's dialect:
+    concurrent savers of one image (or blob) both succeed, once."""
+    return _dialect_insert(connection, table).on_conflict_do_nothing()
+
+
+def upsert(connection, table, keys, **values):
+    """``INSERT ... ON CONFLICT (keys) DO UPDATE SET values``."""
+    statement = _dialect_insert(connection, table)
+    return statement.on_conflict_do_update(index_elements=keys, set_=values)
+
+
+def _dialect_insert(connection, table):
+    if connection.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    return insert(table)

@@ -31,6 +31,7 @@ from ..errors import (
 )
 from . import _schema as S
 from ._blobs import BlobMismatch, corrupt_blob
+from ._database import insert_ignoring_conflicts, upsert
 from ._store import ModelRepository, current_host, current_user, version_summary
 
 #: Metadata keys the repository fills in itself (a user's key may not be one).
@@ -158,7 +159,7 @@ async def _staged(store, source, stage: pathlib.Path, subject, model, progress):
     path = _source_path(source)
     if path.is_dir():
         members, new_bytes = await directory_members(store, path, str(path))
-        return [], Manifest(members, model=model), new_bytes
+        return members, Manifest([m for m, _, _ in members], model=model), new_bytes
     if not path.exists():
         raise ArchiveSourceError(
             str(path), "does not exist", hint="give a model archive file or a model directory"
@@ -170,7 +171,7 @@ async def _staged(store, source, stage: pathlib.Path, subject, model, progress):
     if not manifest.verified:
         # Made by another tool: the members just extracted are the truth.
         members, new_bytes = await directory_members(store, tree, str(path))
-        return [], Manifest(members, model=model), new_bytes
+        return members, Manifest([m for m, _, _ in members], model=model), new_bytes
     manifest = Manifest(
         manifest.members, model=model if model is not None else manifest.model,
         created_by=manifest.created_by,
@@ -215,17 +216,25 @@ def _stage_attachment(name, fileobj, stage: pathlib.Path):
 
 
 async def _store_blobs(store, members, attachments, subject) -> int:
-    """Upload what the store lacks; returns the bytes newly stored."""
+    """Claim every blob the image needs, then upload what the store lacks;
+    returns the bytes newly stored.  The claim comes first (committed): gc
+    spares a claimed blob, so one found present stays present."""
     files = {}
     for member, path, take in members:
         if member.type == "file":
-            files.setdefault(member.sha256, (path, take, member.path))
-    for name, path, digest, _ in attachments:
-        files.setdefault(digest, (path, True, f"attachment {name}"))
+            files.setdefault(member.sha256, (path, take, member.path, member.size))
+    for name, path, digest, size in attachments:
+        files.setdefault(digest, (path, True, f"attachment {name}", size))
+    await claim_blobs(store, {digest: item[3] for digest, item in files.items()})
     missing = await store.blobs.missing(files)
     new_bytes = 0
     for digest in sorted(missing):
-        path, take, what = files[digest]
+        path, take, what, _ = files[digest]
+        if path is None:
+            raise RepositoryError(
+                store.blobs.subject, f"blob of {what!r} vanished while saving",
+                hint="save again",
+            )
         try:
             new_bytes += await store.blobs.put_file(path, digest, take=take)
         except BlobMismatch:
@@ -236,6 +245,17 @@ async def _store_blobs(store, members, attachments, subject) -> int:
     return new_bytes
 
 
+async def claim_blobs(store, sizes: Dict[str, int]) -> None:
+    if not sizes:
+        return
+    now = time.time()
+    async with store.transaction() as db:
+        for digest, size in sorted(sizes.items()):
+            await db.execute(upsert(db, S.blobs, ["digest"], claimed=now, size=size).values(
+                digest=digest, size=size, claimed=now,
+            ))
+
+
 async def _commit(repository, manifest: Manifest, attachments, metadata, comment, new_bytes):
     manifest_bytes = manifest.to_bytes()
     digest = hashlib.sha256(manifest_bytes).hexdigest()
@@ -243,19 +263,15 @@ async def _commit(repository, manifest: Manifest, attachments, metadata, comment
     now = time.time()
     async with repository.store.transaction() as db:
         version = await repository.allocate_version(db)
-        known = (await db.execute(
-            select(S.images.c.digest).where(S.images.c.digest == digest)
-        )).first()
-        if known is None:
-            await db.execute(insert(S.images).values(
-                digest=digest, manifest=manifest_bytes, size=manifest.total_size,
-                created=now, model=manifest.model,
-            ))
-            blobs = sorted({m.sha256 for m in manifest.members if m.type == "file"})
-            if blobs:
-                await db.execute(insert(S.image_blobs), [
-                    {"image": digest, "blob": blob} for blob in blobs
-                ])
+        await db.execute(insert_ignoring_conflicts(db, S.images).values(
+            digest=digest, manifest=manifest_bytes, size=manifest.total_size,
+            created=now, model=manifest.model,
+        ))
+        blobs = sorted({m.sha256 for m in manifest.members if m.type == "file"})
+        if blobs:
+            await db.execute(insert_ignoring_conflicts(db, S.image_blobs), [
+                {"image": digest, "blob": blob} for blob in blobs
+            ])
         result = await db.execute(insert(S.versions).values(
             repository_id=repository.id, version=version, image=digest, comment=comment,
             created=now, user=current_user(), host=current_host(),

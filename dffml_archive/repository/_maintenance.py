@@ -1,10 +1,13 @@
 """gc and verify: what keeps a repository small and honest.
 
-gc removes images no version uses, then blobs no image or attachment uses,
-then what killed saves left in ``tmp``.  Anything younger than the grace
-period stays (a save on another host sharing the store may be about to
-reference it: saves refresh the time of every blob they reuse); saves on
-this host are waited for through the repository's gc lock.
+gc removes images no version uses, then blobs no image or attachment uses
+and no save has claimed within the grace period, then what killed saves
+left behind (temporary files, unfinished multipart uploads).  A save claims
+its blobs (a committed row in ``blobs``) before it checks that the store
+holds them, and gc deletes a blob only while it holds that row (a row lock
+on PostgreSQL, the write lock on SQLite): so gc on one host never removes a
+blob that a save on another host is about to reference.  Saves on this host
+are also waited for through the repository's gc lock.
 
 verify hashes every referenced blob and names the versions and members each
 damaged or missing one belongs to.  It reads only the repository itself.
@@ -16,7 +19,7 @@ import re
 import time
 from typing import Dict, List, Optional, Tuple
 
-from sqlalchemy import delete, select
+from sqlalchemy import and_, delete, select
 
 from .. import _constants as C
 from .._api import in_thread
@@ -43,31 +46,60 @@ async def gc(store: Repository, grace_seconds: Optional[float] = None) -> GcRepo
     report = GcReport()
     fd = await in_thread(store._lock_gc, fcntl.LOCK_EX)
     try:
+        cutoff = time.time() - grace
         async with store.transaction() as db:
             used = select(S.versions.c.image)
             result = await db.execute(delete(S.images).where(S.images.c.digest.not_in(used)))
             report.images = result.rowcount or 0
-            referenced = {blob for (blob,) in await db.execute(select(S.image_blobs.c.blob))}
-            referenced |= {blob for (blob,) in await db.execute(select(S.attachments.c.blob))}
-        limit = time.time() - grace
-        async for digest, size, mtime in store.blobs.listing():
-            if digest in referenced or mtime > limit:
-                continue
-            await store.blobs.delete(digest)
-            report.blobs += 1
-            report.freed_bytes += size
-        report.uploads_freed_bytes = await in_thread(_remove_abandoned, store, grace)
+            candidates = [digest for (digest,) in await db.execute(
+                select(S.blobs.c.digest).where(_unused(cutoff))
+            )]
+            claimed = {digest for (digest,) in await db.execute(select(S.blobs.c.digest))}
+        for digest in candidates:
+            report.freed_bytes += await _delete_if_still_unused(store, digest, cutoff, report)
+        # Objects without a claim (older stores, a lost deletion) past the grace period.
+        async for digest, size, modified in store.blobs.listing():
+            if digest not in claimed and modified < cutoff:
+                await store.blobs.delete(digest)
+                report.blobs += 1
+                report.freed_bytes += size
+        report.uploads_freed_bytes = await _remove_abandoned(store, grace)
     finally:
         os.close(fd)
     return report
 
 
-def _remove_abandoned(store: Repository, grace: float) -> int:
-    temporary = store.root / "tmp"
-    freed = store.blobs.remove_abandoned_uploads(grace) if hasattr(
-        store.blobs, "remove_abandoned_uploads"
-    ) else 0
-    remove_abandoned_directories(temporary, _STAGE, grace)
+def _unused(cutoff: float):
+    return and_(
+        S.blobs.c.claimed < cutoff,
+        S.blobs.c.digest.not_in(select(S.image_blobs.c.blob)),
+        S.blobs.c.digest.not_in(select(S.attachments.c.blob)),
+    )
+
+
+async def _delete_if_still_unused(store, digest: str, cutoff: float, report) -> int:
+    """Delete one blob while holding its claim row (a save claiming it now
+    waits, then finds it gone and uploads it again)."""
+    async with store.transaction() as db:
+        row = (await db.execute(
+            select(S.blobs.c.size).where(and_(S.blobs.c.digest == digest, _unused(cutoff)))
+            .with_for_update()
+        )).first()
+        if row is None:
+            return 0
+        await store.blobs.delete(digest)
+        await db.execute(delete(S.blobs).where(S.blobs.c.digest == digest))
+    report.blobs += 1
+    return row.size
+
+
+async def _remove_abandoned(store: Repository, grace: float) -> int:
+    freed = 0
+    if hasattr(store.blobs, "remove_abandoned_uploads"):
+        freed += await in_thread(store.blobs.remove_abandoned_uploads, grace)
+    if hasattr(store.blobs, "remove_abandoned_uploads_async"):
+        await store.blobs.remove_abandoned_uploads_async(grace)
+    await in_thread(remove_abandoned_directories, store.root / "tmp", _STAGE, grace)
     return freed
 
 

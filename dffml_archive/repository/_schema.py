@@ -13,6 +13,11 @@ sortable as numbers in both databases.
 * ``attachments``: files saved beside a version (a blob each).
 * ``tags``: user tags (``latest`` is computed, never stored).
 * ``events``: the log of saves, tag moves and deletions.
+* ``blobs``: every blob a save has claimed, with when it was last claimed:
+  a save claims (commits) its blobs before it checks that the store holds
+  them, and gc deletes a blob only while holding its row, unreferenced and
+  unclaimed for the grace period; so gc on one host never removes a blob a
+  save on another host is about to reference.
 """
 from sqlalchemy import (
     JSON, BigInteger, Column, Float, ForeignKey, Index, Integer, LargeBinary, MetaData, String,
@@ -20,7 +25,7 @@ from sqlalchemy import (
 )
 
 #: The alembic revision this code reads and writes (its migration file's).
-SCHEMA_REVISION = "0001_initial"
+SCHEMA_REVISION = "0002_blob_claims"
 
 metadata = MetaData()
 
@@ -104,4 +109,11 @@ events = Table(
     Column("tag", String(100), nullable=True),
     Column("previous_version", Integer, nullable=True),
     Index("events_repository", "repository_id", "id"),
+)
+
+blobs = Table(
+    "blobs", metadata,
+    Column("digest", String(64), primary_key=True),
+    Column("size", BigInteger, nullable=False),
+    Column("claimed", Float, nullable=False),
 )

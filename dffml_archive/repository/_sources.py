@@ -15,7 +15,7 @@ only means reading everything.
 import json
 import os
 import time
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, Optional, Tuple
 
 from .. import _cache
 from .. import _constants as C
@@ -23,7 +23,7 @@ from .._api import in_thread
 from .._atomic import atomic_replace
 from .._manifest import ManifestMember
 from ..errors import ArchiveSourceError
-from ._blobs import BlobMismatch, SourceChanged
+from ._blobs import SourceChanged
 
 _CACHE_FORMAT = 1
 
@@ -83,10 +83,11 @@ def _known_digests(directory, members) -> Tuple[Dict[str, str], Dict[str, list]]
     return known, keys
 
 
-async def directory_members(store, directory, subject) -> Tuple[List[ManifestMember], int]:
+async def directory_members(store, directory, subject):
     """Every member of ``directory`` with its sha256, each file's bytes in
-    the blob store; returns (members, bytes newly stored).  Call it while
-    holding ``store.saving()`` (what it stores is not referenced yet)."""
+    the blob store unless the hash cache vouched for it; returns ([(member,
+    file, whether the file may be taken)], bytes newly stored).  The caller
+    claims and checks all the blobs afterwards (``_images._store_blobs``)."""
     from .._pack import scanned_tree
     from .._safety import is_within
 
@@ -96,17 +97,6 @@ async def directory_members(store, directory, subject) -> Tuple[List[ManifestMem
     hashing_began = time.time_ns()
     members = await in_thread(scanned_tree, directory, subject)
     known, keys = ({}, {}) if ours else await in_thread(_known_digests, directory, members)
-    new_bytes = 0
-    # Vouched for by the cache: present in the store (and kept from gc now)?
-    missing = await store.blobs.missing(set(known.values()))
-    for member, path in members:
-        digest = known.get(member.path)
-        if digest in missing:
-            try:
-                new_bytes += await store.blobs.put_file(path, digest)
-            except BlobMismatch:
-                raise _changed(subject, path) from None
-            missing.discard(digest)
     unknown = [(member, path) for member, path in members
                if path is not None and member.path not in known]
     try:
@@ -114,14 +104,15 @@ async def directory_members(store, directory, subject) -> Tuple[List[ManifestMem
     except SourceChanged as error:
         raise _changed(subject, error.path) from None
     digests = dict(known)
+    new_bytes = 0
     for (member, _), (digest, size, new) in zip(unknown, stored):
         if size != member.size:
             raise _changed(subject, os.path.join(directory, member.path))
         digests[member.path] = digest
         new_bytes += new
     result = [
-        ManifestMember(m.path, m.type, m.mode, m.size, digests.get(m.path))
-        for m, _ in members
+        (ManifestMember(m.path, m.type, m.mode, m.size, digests.get(m.path)), path, ours)
+        for m, path in members
     ]
     if not ours:
         await in_thread(_store, directory, {

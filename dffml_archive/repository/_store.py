@@ -11,6 +11,7 @@ consecutive numbers and a number is never reused (not even after a delete).
 import contextlib
 import fcntl
 import getpass
+import json
 import os
 import pathlib
 import socket
@@ -24,7 +25,8 @@ from .._api import in_thread
 from ..errors import ReferenceNotFoundError, RepositoryError, os_errors_as
 from . import _schema as S
 from ._blobs import BlobStore, LocalBlobStore
-from ._database import open_database
+from ._database import DATABASE_FILE, insert_ignoring_conflicts, open_database
+from ._s3 import is_s3_location
 from ._names import Reference, checked_name, checked_tag, checked_version, parse_reference
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -45,14 +47,53 @@ def current_host() -> str:
 
 
 class Repository:
-    """``async with Repository(root) as repo:`` the embedded repository at
-    ``root`` (default: ``DFFML_ARCHIVE_REPOSITORY``, see :mod:`_constants`)."""
+    """``async with Repository(root) as repo:`` one repository.
 
-    def __init__(self, root=None, *, blobs: Optional[BlobStore] = None):
+    Where its parts live, first match wins: the ``database`` (a SQLAlchemy
+    URL) and ``blobs`` (a directory or ``s3://BUCKET/PREFIX``) arguments;
+    ``DFFML_ARCHIVE_REPOSITORY_DB`` / ``DFFML_ARCHIVE_REPOSITORY_BLOBS``;
+    ``repository.json`` in the root; the embedded default (SQLite and a
+    blob directory in the root).  The root (``root``, else
+    ``DFFML_ARCHIVE_REPOSITORY``, see :mod:`_constants`) always holds the
+    temporary files of saves in flight."""
+
+    def __init__(self, root=None, *, database: Optional[str] = None, blobs=None):
         self.root = pathlib.Path(root) if root is not None else C.repository_root()
         self.root = pathlib.Path(os.path.abspath(self.root))
-        self.blobs = blobs or LocalBlobStore(self.root)
+        self._database, self._blobs = database, blobs
+        self.database_url: Optional[str] = None
+        self.blobs: Optional[BlobStore] = blobs if isinstance(blobs, BlobStore) else None
         self.engine = None
+
+    def _configured(self) -> dict:
+        try:
+            with open(self.root / C.REPOSITORY_CONFIG_FILE, "rb") as handle:
+                config = json.loads(handle.read())
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as error:
+            raise RepositoryError(
+                self.root / C.REPOSITORY_CONFIG_FILE, f"cannot be read: {error}",
+                hint='it holds {"database": URL, "blobs": DIRECTORY or s3://BUCKET/PREFIX}',
+            ) from None
+        if not isinstance(config, dict):
+            raise RepositoryError(self.root / C.REPOSITORY_CONFIG_FILE, "is not a JSON object")
+        return config
+
+    def _resolve(self) -> None:
+        config = self._configured()
+        self.database_url = (
+            self._database or C.repository_database_url() or config.get("database")
+            or f"sqlite+aiosqlite:///{self.root / DATABASE_FILE}"
+        )
+        if self.blobs is None:
+            location = self._blobs or C.repository_blobs_location() or config.get("blobs")
+            if location and is_s3_location(location):
+                from ._s3 import S3BlobStore
+
+                self.blobs = S3BlobStore(str(location))
+            else:
+                self.blobs = LocalBlobStore(pathlib.Path(location) if location else self.root)
 
     async def __aenter__(self) -> "Repository":
         await self.open()
@@ -67,12 +108,34 @@ class Repository:
             hint="set DFFML_ARCHIVE_REPOSITORY (or --repository) to a writable directory",
         ):
             await in_thread(lambda: self.root.mkdir(parents=True, exist_ok=True))
+        self._resolve()
         try:
-            self.engine = await open_database(self.root)
+            self.engine = await open_database(self.database_url)
+        except RepositoryError:
+            raise
         except Exception as error:
-            raise database_error(self.root, error) from error
+            raise database_error(self._database_subject(), error) from error
+        try:
+            await self.blobs.open()
+        except BaseException:
+            await self.close()
+            raise
+
+    def _database_subject(self) -> str:
+        """The database as errors name it (never its password)."""
+        from sqlalchemy.engine import make_url
+
+        try:
+            url = make_url(self.database_url)
+        except Exception:
+            return str(self.root)
+        if url.get_backend_name() == "sqlite":
+            return str(self.root)
+        return url.render_as_string(hide_password=True)
 
     async def close(self) -> None:
+        if self.blobs is not None:
+            await self.blobs.close()
         if self.engine is not None:
             await self.engine.dispose()
             self.engine = None
@@ -89,7 +152,7 @@ class Repository:
             raise
         except Exception as error:
             if _is_database_error(error):
-                raise database_error(self.root, error) from error
+                raise database_error(self._database_subject(), error) from error
             raise
 
     @contextlib.asynccontextmanager
@@ -112,22 +175,21 @@ class Repository:
 
     async def create(self, name: str, *, exist_ok: bool = False) -> "ModelRepository":
         checked_name(name)
+        namespace = name.split("/", 1)[0] if "/" in name else ""
         async with self.transaction() as db:
-            row = (await db.execute(
-                select(S.repositories).where(S.repositories.c.name == name)
-            )).first()
-            if row is not None and not exist_ok:
+            # Two hosts creating one name at once: one row, no error for either.
+            created = await db.execute(
+                insert_ignoring_conflicts(db, S.repositories).values(
+                    name=name, namespace=namespace, created=time.time(), next_version=1,
+                )
+            )
+            if not created.rowcount and not exist_ok:
                 raise RepositoryError(
                     name, "already exists", hint="push to it, or choose another name"
                 )
-            if row is None:
-                namespace = name.split("/", 1)[0] if "/" in name else ""
-                await db.execute(insert(S.repositories).values(
-                    name=name, namespace=namespace, created=time.time(), next_version=1,
-                ))
-                row = (await db.execute(
-                    select(S.repositories).where(S.repositories.c.name == name)
-                )).first()
+            row = (await db.execute(
+                select(S.repositories).where(S.repositories.c.name == name)
+            )).first()
         return ModelRepository(self, row)
 
     async def get(self, name: str) -> "ModelRepository":
@@ -288,6 +350,7 @@ class ModelRepository:
         checked_tag(tag, settable=True)
         checked_version(version)
         async with self.store.transaction() as db:
+            await self._lock(db)
             row = await self._version_row(db, version, None)
             if row is None:
                 raise self._not_found(version, None)
@@ -309,6 +372,7 @@ class ModelRepository:
         """Remove ``tag``; returns the version it pointed at."""
         checked_tag(tag, settable=True)
         async with self.store.transaction() as db:
+            await self._lock(db)
             previous = (await db.execute(
                 select(S.versions.c.version)
                 .join(S.tags, S.tags.c.version_id == S.versions.c.id)
@@ -327,6 +391,7 @@ class ModelRepository:
         gc once no other version uses them.  Its number is never reused."""
         checked_version(version)
         async with self.store.transaction() as db:
+            await self._lock(db)
             row = await self._version_row(db, version, None)
             if row is None:
                 raise self._not_found(version, None)
@@ -357,6 +422,16 @@ class ModelRepository:
                 {key: value for key, value in row._mapping.items() if key != "repository_id"}
                 for row in rows
             ]
+
+    async def _lock(self, db) -> None:
+        """Serialize this repository's changes (tags, deletions) across
+        hosts: PostgreSQL locks the row; SQLite's BEGIN IMMEDIATE already
+        serializes every write."""
+        found = (await db.execute(
+            select(S.repositories.c.id).where(S.repositories.c.id == self.id).with_for_update()
+        )).first()
+        if found is None:
+            raise ReferenceNotFoundError(self.name, "the model repository was deleted meanwhile")
 
     async def _log(self, db, action: str, **fields) -> None:
         await db.execute(insert(S.events).values(
