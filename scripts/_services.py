@@ -6,7 +6,7 @@
     scripts/services stop     stop what start started and remove its data
 
 Everything binds to 127.0.0.1 on free ports; data lives in a temporary
-directory recorded in the state directory ``$DFFML_ARCHIVE_SERVICES_DIR``
+directory (under ``$TMPDIR``) recorded in the state directory ``$DFFML_ARCHIVE_SERVICES_DIR``
 (default ``/tmp/dffml-archive-services-<uid>``).  PostgreSQL refuses to run as
 root, so when run as root its commands run as the ``postgres`` user
 (``runuser``).  SeaweedFS runs as ``weed mini`` with telemetry, the admin UI
@@ -216,7 +216,10 @@ def start() -> None:
         return
     stop(quiet=True)  # leftovers of a half-started or crashed set
     state_directory().mkdir(parents=True, exist_ok=True)
-    data = pathlib.Path(tempfile.mkdtemp(prefix="data-", dir=state_directory()))
+    # The data live in the system's temporary directory, not in the state
+    # directory: the postgres user must reach them (a private 0700 parent,
+    # such as pytest's, would keep it out).
+    data = pathlib.Path(tempfile.mkdtemp(prefix="dffml-archive-services-data-"))
     os.chmod(data, 0o755)
     state = {"data": str(data)}
     try:

@@ -13,12 +13,15 @@ import pytest
 import dffml_archive as da
 from dffml_archive.repository import Repository, find, gc, parse_location, verify
 from _helpers import fixed_umask, read_tree  # noqa: F401
+from _repository_helpers import remove_blob, replace_blob, stored_digests
 
 pytestmark = pytest.mark.usefixtures("fixed_umask")
 
 
 @pytest.fixture
-def root(tmp_path) -> pathlib.Path:
+def root(tmp_path, repository_backend) -> pathlib.Path:
+    """The repository root; the metadata and blobs live there (embedded) or
+    on the servers (PostgreSQL + SeaweedFS): every test runs on both."""
     return tmp_path / "repository"
 
 
@@ -30,10 +33,6 @@ def make_model(directory: pathlib.Path, weights: bytes = b"w" * 5000, extra: str
     (directory / "run.sh").write_text("#!/bin/sh\n")
     os.chmod(directory / "run.sh", 0o755)
     return directory
-
-
-def blob_files(root: pathlib.Path) -> dict:
-    return {p.name: p for p in (root / "blobs").rglob("*") if p.is_file()}
 
 
 async def test_versions_are_consecutive_and_latest_moves(tmp_path, root):
@@ -65,11 +64,12 @@ async def test_each_distinct_file_is_stored_once(tmp_path, root):
         assert second.new_bytes == 7000  # only the changed file
         same = await models.new_image(model).save()
         assert same.new_bytes == 0 and same.digest == second.digest
+        stored = await stored_digests(repo)
     distinct = {
         hashlib.sha256(data).hexdigest()
         for data in (b"w" * 5000, b"x" * 7000, b"shared" * 1000, b'{"extra": 1}', b"#!/bin/sh\n")
     }
-    assert set(blob_files(root)) == distinct
+    assert stored == distinct
 
 
 async def test_materialize_gives_back_the_tree_verified(tmp_path, root):
@@ -241,11 +241,9 @@ async def test_a_damaged_blob_is_refused_naming_image_and_member(tmp_path, root)
     async with Repository(root) as repo:
         image = await (await repo.create("m")).new_image(model).save()
         digest = hashlib.sha256(b"w" * 5000).hexdigest()
-        blob = blob_files(root)[digest]
-        os.chmod(blob, 0o644)
-        data = bytearray(blob.read_bytes())
+        data = bytearray(b"w" * 5000)
         data[100] ^= 1
-        blob.write_bytes(bytes(data))
+        await replace_blob(repo, digest, bytes(data))
         with pytest.raises(da.CorruptBlobError) as caught:
             await image.materialize(tmp_path / "out")
         assert caught.value.archive == "m:1" and caught.value.member == "weights/a.bin"
@@ -255,7 +253,7 @@ async def test_a_damaged_blob_is_refused_naming_image_and_member(tmp_path, root)
         checked, damaged = await verify(repo)
         assert checked == 4 and [d.blob for d in damaged] == [digest]
         assert damaged[0].used_by == [("m:1", "weights/a.bin")]
-        blob.unlink()
+        await remove_blob(repo, digest)
         with pytest.raises(da.CorruptBlobError, match="is missing"):
             await image.materialize(tmp_path / "out2")
 
@@ -273,7 +271,7 @@ async def test_gc_frees_what_only_deleted_versions_used(tmp_path, root):
         assert young.blobs == 0 and young.images == 1
         report = await gc(repo, 0)
         assert report.blobs == 1 and report.freed_bytes == 5000
-        assert hashlib.sha256(b"w" * 5000).hexdigest() not in blob_files(root)
+        assert hashlib.sha256(b"w" * 5000).hexdigest() not in await stored_digests(repo)
         image = await models.get_model_image(version=2)
         await image.materialize(tmp_path / "out")  # what remains is whole
         assert (await verify(repo))[1] == []
@@ -344,9 +342,10 @@ async def test_bad_selectors_are_refused(root, expression):
             await find(repo, expression)
 
 
-async def test_the_migrated_schema_is_the_declared_one(root):
+async def test_the_migrated_schema_is_the_declared_one(root, repository_backend):
     from alembic.autogenerate import compare_metadata
     from alembic.migration import MigrationContext
+    from sqlalchemy import text
 
     from dffml_archive.repository._schema import SCHEMA_REVISION, metadata
 
@@ -355,64 +354,48 @@ async def test_the_migrated_schema_is_the_declared_one(root):
             differences = await connection.run_sync(
                 lambda sync: compare_metadata(MigrationContext.configure(sync), metadata)
             )
+            revision = (await connection.execute(
+                text("SELECT version_num FROM alembic_version"))).all()
     assert differences == []
-    with sqlite3.connect(root / "repository.db") as db:
-        assert db.execute("SELECT version_num FROM alembic_version").fetchall() == [
-            (SCHEMA_REVISION,)
-        ]
-        assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    assert revision == [(SCHEMA_REVISION,)]
+    if repository_backend == "embedded":
+        with sqlite3.connect(root / "repository.db") as db:
+            assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
 
 
 async def test_a_repository_from_a_newer_release_is_refused(root):
-    async with Repository(root):
-        pass
-    with sqlite3.connect(root / "repository.db") as db:
-        db.execute("UPDATE alembic_version SET version_num = '9999_future'")
+    from sqlalchemy import text
+
+    async with Repository(root) as repo:
+        async with repo.engine.begin() as connection:
+            await connection.execute(text("UPDATE alembic_version SET version_num = '9999_future'"))
     with pytest.raises(da.RepositoryError, match="newer dffml-archive"):
         async with Repository(root):
             pass
 
 
-async def test_a_file_rewritten_under_its_old_stats_is_read_again(tmp_path, root):
-    """The hash cache trusts stats, ctime included: content put back with
-    the old size and mtime is still seen (ctime moved)."""
-    model = make_model(tmp_path / "model")
-    weights = model / "weights" / "a.bin"
-    old = weights.stat()
+async def test_the_first_schema_migrates_keeping_versions_and_claims(tmp_path):
+    """A repository made by the first schema (0001) opens: alembic upgrades it,
+    and every blob it references is claimed (gc keeps it)."""
+    from alembic import command
+    from alembic.config import Config
+    from sqlalchemy import create_engine
+
+    from dffml_archive.repository import _database
+
+    root = tmp_path / "old"
     async with Repository(root) as repo:
-        models = await repo.create("m")
-        await models.new_image(model).save()
-        weights.write_bytes(b"v" * 5000)  # same size
-        os.utime(weights, ns=(old.st_atime_ns, old.st_mtime_ns))
-        second = await models.new_image(model).save()
-        assert second.new_bytes == 5000
-        await second.materialize(tmp_path / "out")
-    assert (tmp_path / "out" / "weights" / "a.bin").read_bytes() == b"v" * 5000
-
-
-async def test_the_hash_cache_records_each_file_and_changes_nothing_stored(tmp_path, root):
-    from dffml_archive import _cache
-
-    model = make_model(tmp_path / "model")
+        await (await repo.create("m")).new_image(make_model(tmp_path / "model")).save()
+    engine = create_engine(f"sqlite:///{root / 'repository.db'}")
+    config = Config()
+    config.set_main_option("script_location", str(pathlib.Path(_database.__file__).with_name(
+        "_migrations")))
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.downgrade(config, "0001_initial")
+    engine.dispose()
     async with Repository(root) as repo:
-        models = await repo.create("m")
-        first = await models.new_image(model).save()
-        cache = json.loads(_cache.hash_cache_path(model).read_text())
-        assert sorted(cache["files"]) == ["config.json", "run.sh", "weights/a.bin",
-                                          "weights/b.bin"]
-        second = await models.new_image(model).save()
-    assert (second.digest, second.new_bytes) == (first.digest, 0)
-
-
-def test_a_cache_entry_is_trusted_only_for_files_older_than_the_racy_window():
-    from dffml_archive import _constants as C
-    from dffml_archive.repository._sources import _trusted
-
-    hashed = 10 * C.RACY_WINDOW_NS
-    old_key = [1, 2, 3, hashed - 2 * C.RACY_WINDOW_NS, hashed - 2 * C.RACY_WINDOW_NS]
-    assert _trusted([old_key, "d"], old_key, hashed) == "d"
-    racy = [1, 2, 3, hashed - C.RACY_WINDOW_NS // 2, hashed - 2 * C.RACY_WINDOW_NS]
-    assert _trusted([racy, "d"], racy, hashed) is None
-    changed_ctime = old_key[:4] + [hashed + 1]
-    assert _trusted([old_key, "d"], changed_ctime, hashed) is None
-    assert _trusted(None, old_key, hashed) is None
+        assert (await gc(repo, 0)).blobs == 0
+        image = await repo.get_model_image("m:1")
+        await image.materialize(tmp_path / "out")
+    assert read_tree(tmp_path / "out") == read_tree(tmp_path / "model")

@@ -412,7 +412,12 @@ class ModelImage:
                         ))
                         path = scratch / member.sha256
                         if not path.exists():
-                            await blobs.copy_to(member.sha256, path, 0o600)
+                            try:
+                                await blobs.copy_to(member.sha256, path, 0o600)
+                            except BlobMismatch as mismatch:
+                                raise corrupt_blob(
+                                    self.reference, member.path, mismatch
+                                ) from None
                     elif not os.path.exists(path):
                         raise corrupt_blob(
                             self.reference, member.path, BlobMismatch(member.sha256, "missing")

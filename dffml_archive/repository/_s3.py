@@ -250,14 +250,17 @@ class S3BlobStore(BlobStore):
                 raise BlobMismatch(digest, "missing") from None
             raise
         hashing = hashlib.sha256()
-        with open(target, "wb") as out:
-            async with answer["Body"] as body:
+        body = answer["Body"]
+        try:
+            with open(target, "wb") as out:
                 while True:
                     chunk = await body.read(C.CHUNK_SIZE)
                     if not chunk:
                         break
                     hashing.update(chunk)
                     await in_thread(out.write, chunk)
+        finally:
+            body.close()
         if hashing.hexdigest() != digest:
             raise BlobMismatch(digest, hashing.hexdigest())
 
