@@ -18,6 +18,7 @@ from _e2e_helpers import (
     CLI_TIMEOUT, DFFML, dffml_cli, parse_records, without_root_override, write_csv,
 )
 from _helpers import read_tree, subprocess_env
+from _repository_helpers import replace_blob, stored_digests
 
 TRAIN = [{"experience": x, "salary": 10 * x + 5} for x in range(8)]
 QUERY = [{"experience": 20}]
@@ -26,7 +27,20 @@ SLR = ["-model", "slr_archive", "-model-features", "experience:int:1",
 
 
 @pytest.fixture
-def work(tmp_path, monkeypatch) -> pathlib.Path:
+def embedded_work(tmp_path, monkeypatch) -> pathlib.Path:
+    """A work directory and an embedded repository (for what only a local
+    disk can show: permissions, a full disk)."""
+    for name in ("DFFML_ARCHIVE_REPOSITORY_DB", "DFFML_ARCHIVE_REPOSITORY_BLOBS"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("DFFML_ARCHIVE_REPOSITORY", str(tmp_path / "repository"))
+    write_csv(tmp_path / "train.csv", TRAIN)
+    write_csv(tmp_path / "query.csv", QUERY)
+    return tmp_path
+
+
+@pytest.fixture
+def work(tmp_path, monkeypatch, repository_backend) -> pathlib.Path:
+    """The same on each backend: embedded, and PostgreSQL + SeaweedFS."""
     monkeypatch.setenv("DFFML_ARCHIVE_REPOSITORY", str(tmp_path / "repository"))
     write_csv(tmp_path / "train.csv", TRAIN)
     write_csv(tmp_path / "query.csv", QUERY)
@@ -199,17 +213,37 @@ def test_commands_and_their_errors(work):
 
 
 def test_verify_names_the_damaged_member(work):
+    import asyncio
+
+    from dffml_archive.repository import Repository
+
     (work / "model").mkdir()
     (work / "model" / "weights.bin").write_bytes(b"good" * 1000)
     models("push", "model", "m", cwd=work)
-    blob = [p for p in (work / "repository" / "blobs").rglob("*") if p.is_file()][0]
-    os.chmod(blob, 0o644)
-    blob.write_bytes(b"bad!" * 1000)
+
+    async def damage():
+        async with Repository(work / "repository") as repo:
+            (digest,) = await stored_digests(repo)
+            await replace_blob(repo, digest, b"bad!" * 1000)
+
+    asyncio.run(damage())
     one_error_line(models("verify", cwd=work, check=False), "1 of 1 blob(s) damaged",
                    "m:1 weights.bin")
     one_error_line(models("download", "m:1", "m.tar", cwd=work, check=False),
                    "m:1: member 'weights.bin'", "do not match")
     assert not (work / "m.tar").exists()
+
+
+def stored_blobs(root) -> set:
+    import asyncio
+
+    from dffml_archive.repository import Repository
+
+    async def listing():
+        async with Repository(root) as repo:
+            return await stored_digests(repo)
+
+    return asyncio.run(listing())
 
 
 CONCURRENT_SAVES = 6
@@ -269,27 +303,26 @@ def test_a_save_killed_anywhere_leaves_no_half_version_and_gc_reclaims_it(work):
     for entry in log:
         shown = json.loads(models("show", f"m:{entry['version']}", "--json", cwd=work).stdout)
         referenced |= {m["sha256"] for m in shown["members"] if m["type"] == "file"}
-    stored = {p.name for p in (repository / "blobs").rglob("*") if p.is_file()}
-    assert stored == referenced  # nothing a killed save left survives gc
+    assert stored_blobs(repository) == referenced  # nothing a killed save left survives gc
     assert list((repository / "tmp").iterdir()) == []
 
 
-def test_a_read_only_repository_gives_one_error_and_changes_nothing(work):
-    (work / "model").mkdir()
-    (work / "model" / "weights.bin").write_bytes(os.urandom(10_000))
-    models("push", "model", "m", cwd=work)
-    repository = work / "repository"
+def test_a_read_only_repository_gives_one_error_and_changes_nothing(embedded_work):
+    (embedded_work / "model").mkdir()
+    (embedded_work / "model" / "weights.bin").write_bytes(os.urandom(10_000))
+    models("push", "model", "m", cwd=embedded_work)
+    repository = embedded_work / "repository"
     before = read_tree(repository)
     os.chmod(repository, 0o555)
     try:
         prefix = without_root_override()
         for args in (("push", "model", "m"), ("tag", "m:1", "production"), ("delete", "m:1"),
                      ("gc", "--grace", "0")):
-            one_error_line(models(*args, cwd=work, prefix=prefix, check=False), "repository")
+            one_error_line(models(*args, cwd=embedded_work, prefix=prefix, check=False), "repository")
         result = subprocess.run(
             [*prefix, DFFML, "train", *SLR, "-model-location", "models:m", "-sources",
              "f=csv", "-source-filename", "train.csv"],
-            cwd=work, env=env(), capture_output=True, text=True, timeout=CLI_TIMEOUT,
+            cwd=embedded_work, env=env(), capture_output=True, text=True, timeout=CLI_TIMEOUT,
         )
         assert result.returncode != 0 and "is read-only" in result.stderr, result.stderr
         assert "Traceback" not in result.stderr
@@ -307,23 +340,23 @@ runpy.run_module("dffml_archive", run_name="__main__")
 """
 
 
-def test_a_full_disk_gives_one_error_and_no_version(work):
-    (work / "small").mkdir()
-    (work / "small" / "weights.bin").write_bytes(os.urandom(1000))
-    models("push", "small", "m", cwd=work)
-    (work / "model").mkdir()
-    (work / "model" / "weights.bin").write_bytes(os.urandom(3 << 20))
-    result = subprocess.run([sys.executable, "-c", _FULL_DISK], cwd=work, env=env(),
+def test_a_full_disk_gives_one_error_and_no_version(embedded_work):
+    (embedded_work / "small").mkdir()
+    (embedded_work / "small" / "weights.bin").write_bytes(os.urandom(1000))
+    models("push", "small", "m", cwd=embedded_work)
+    (embedded_work / "model").mkdir()
+    (embedded_work / "model" / "weights.bin").write_bytes(os.urandom(3 << 20))
+    result = subprocess.run([sys.executable, "-c", _FULL_DISK], cwd=embedded_work, env=env(),
                             capture_output=True, text=True, timeout=CLI_TIMEOUT)
     one_error_line(result, "cannot store")
-    assert [v["version"] for v in json.loads(models("log", "m", "--json", cwd=work).stdout)] == [1]
-    assert "ok: 1 blob(s)" in models("verify", cwd=work).stdout
+    assert [v["version"] for v in json.loads(models("log", "m", "--json", cwd=embedded_work).stdout)] == [1]
+    assert "ok: 1 blob(s)" in models("verify", cwd=embedded_work).stdout
 
 
-def test_a_save_that_fails_keeps_the_trained_model_and_says_how_to_push_it(work):
-    train("models:m", work)
-    write_csv(work / "other.csv", [{"experience": x, "salary": 3 * x} for x in range(8)])
-    blobs = work / "repository" / "blobs"
+def test_a_save_that_fails_keeps_the_trained_model_and_says_how_to_push_it(embedded_work):
+    train("models:m", embedded_work)
+    write_csv(embedded_work / "other.csv", [{"experience": x, "salary": 3 * x} for x in range(8)])
+    blobs = embedded_work / "repository" / "blobs"
     directories = [blobs, *[p for p in blobs.rglob("*") if p.is_dir()]]
     for directory in directories:
         os.chmod(directory, 0o555)
@@ -332,7 +365,7 @@ def test_a_save_that_fails_keeps_the_trained_model_and_says_how_to_push_it(work)
             [*without_root_override(), DFFML, "train", "-model", "slr_archive",
              "-model-location", "models:m", "-sources", "f=csv", "-source-filename",
              "other.csv"],
-            cwd=work, env=env(), capture_output=True, text=True, timeout=CLI_TIMEOUT,
+            cwd=embedded_work, env=env(), capture_output=True, text=True, timeout=CLI_TIMEOUT,
         )
     finally:
         for directory in directories:
@@ -340,12 +373,12 @@ def test_a_save_that_fails_keeps_the_trained_model_and_says_how_to_push_it(work)
     assert result.returncode != 0 and "Traceback" not in result.stderr, result.stderr
     assert "the model directory is kept at" in result.stderr, result.stderr
     command = result.stderr.split("push it when the cause is fixed: ", 1)[1].rsplit(")", 1)[0]
-    assert [v["version"] for v in json.loads(models("log", "m", "--json", cwd=work).stdout)] == [1]
+    assert [v["version"] for v in json.loads(models("log", "m", "--json", cwd=embedded_work).stdout)] == [1]
     argv = shlex.split(command)
     assert argv[:4] == ["python", "-m", "dffml_archive", "models"]
-    pushed = models(*argv[4:], cwd=work)
+    pushed = models(*argv[4:], cwd=embedded_work)
     assert "saved m:2" in pushed.stdout
-    assert abs(predict("models:m:2", work) - 60) < 1e-6  # the model trained on other.csv
+    assert abs(predict("models:m:2", embedded_work) - 60) < 1e-6  # the model trained on other.csv
 
 
 async def test_python_api_trains_into_and_loads_from_the_repository(work):
