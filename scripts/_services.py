@@ -1,7 +1,9 @@
 """Local servers for the scale-out repository: PostgreSQL and SeaweedFS (S3).
 
-    scripts/services start    start both (or find them running), wait until they
-                              answer, print only `export NAME=value` lines
+    scripts/services start    start both (or find them running; a server of the
+                              set that stopped is started again on its data),
+                              wait until they answer, print only `export
+                              NAME=value` lines
     scripts/services env      print those lines for the running servers
     scripts/services stop     stop what start started and remove its data
 
@@ -81,7 +83,11 @@ def _alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
-    return True
+    try:  # a zombie (a parent that does not reap, such as some containers' init) is dead
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
 
 
 def _as_postgres(command: list) -> list:
@@ -150,7 +156,7 @@ def start_seaweedfs(data: pathlib.Path) -> dict:
     process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
                                stdin=subprocess.DEVNULL, start_new_session=True)
     return {"weed_pid": process.pid, "s3_port": ports["s3"], "access_key": access,
-            "secret_key": secret, "weed_log": str(directory / "log")}
+            "secret_key": secret, "weed_log": str(directory / "log"), "weed_command": command}
 
 
 def _s3_client(state: dict):
@@ -208,11 +214,44 @@ def running_state():
     return None
 
 
+def restart_stopped(state: dict) -> bool:
+    """Start again, on the same data and ports, a server of a set that has
+    stopped (killed, crashed); False if there is no such set."""
+    if not state.get("data") or not os.path.isdir(state["data"]):
+        return False
+    if not _alive(state.get("postgres_pid", -1)):
+        options = (f"-c listen_addresses=127.0.0.1 -p {state['postgres_port']} "
+                   f"-k {pathlib.Path(state['postgres_data']).parent} -c fsync=off")
+        _run(_as_postgres(["pg_ctl", "-D", state["postgres_data"], "-l",
+                           str(pathlib.Path(state["postgres_data"]).parent / "log"), "-w",
+                           "-t", str(READY_SECONDS), "-o", options, "start"]), "pg_ctl start")
+        state["postgres_pid"] = int(
+            (pathlib.Path(state["postgres_data"]) / "postmaster.pid").read_text().split()[0]
+        )
+    if not _alive(state.get("weed_pid", -1)):
+        log = open(state["weed_log"], "ab")
+        state["weed_pid"] = subprocess.Popen(
+            state["weed_command"], stdout=log, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL, start_new_session=True,
+        ).pid
+        wait_for_s3(state)
+    state_file().write_text(json.dumps(state))
+    return True
+
+
 def start() -> None:
     state = running_state()
     if state is not None:
         say(f"already running (state: {state_file()})")
         sys.stdout.write(exports(state))
+        return
+    try:
+        stopped = json.loads(state_file().read_text())
+    except (OSError, ValueError):
+        stopped = None
+    if stopped is not None and restart_stopped(stopped):
+        say("restarted what had stopped, on the same data")
+        sys.stdout.write(exports(stopped))
         return
     stop(quiet=True)  # leftovers of a half-started or crashed set
     state_directory().mkdir(parents=True, exist_ok=True)

@@ -23,6 +23,12 @@ def add_models_parser(commands) -> None:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--repository", metavar="DIR",
                         help="repository root (default: $DFFML_ARCHIVE_REPOSITORY)")
+    common.add_argument("--database", metavar="URL",
+                        help="metadata database, a SQLAlchemy URL (default: "
+                        "$DFFML_ARCHIVE_REPOSITORY_DB, else SQLite in the root)")
+    common.add_argument("--blobs", metavar="DIR|s3://BUCKET/PREFIX",
+                        help="blob store (default: $DFFML_ARCHIVE_REPOSITORY_BLOBS, else "
+                        "the root)")
     common.add_argument("--json", action="store_true", help="print JSON")
     sub = models.add_subparsers(dest="models_command", metavar="COMMAND")
     sub.required = True
@@ -91,7 +97,7 @@ def run_models(args, job) -> str:
 async def _run(args, progress) -> str:
     from ._store import Repository
 
-    async with Repository(args.repository) as store:
+    async with Repository(args.repository, database=args.database, blobs=args.blobs) as store:
         return await _HANDLERS[args.models_command](store, args, progress)
 
 

@@ -126,12 +126,12 @@ class S3BlobStore(BlobStore):
                 actual = hashlib.sha256(data).hexdigest()
                 if actual != digest:
                     raise BlobMismatch(digest, actual)
-                await self._put_if_absent(digest, data)
-            else:
-                await self._multipart(path, digest, size)
+                return size if await self._put_if_absent(digest, data) else 0
+            await self._multipart(path, digest, size)
         return size
 
-    async def _put_if_absent(self, digest: str, data: bytes) -> None:
+    async def _put_if_absent(self, digest: str, data: bytes) -> bool:
+        """False if another saver stored the same bytes first."""
         from botocore.exceptions import ClientError
 
         try:
@@ -140,7 +140,9 @@ class S3BlobStore(BlobStore):
             )
         except ClientError as error:
             if error.response.get("Error", {}).get("Code") != "PreconditionFailed":
-                raise  # PreconditionFailed: another saver stored the same bytes first
+                raise
+            return False
+        return True
 
     async def _multipart(self, path, digest: str, size: int) -> None:
         key = self.key(digest)
