@@ -237,3 +237,33 @@ def test_bad_credentials_or_bucket_give_one_error_and_write_nothing(servers, tmp
     listing = json.loads(run([sys.executable, "-m", "dffml_archive", "models", "list",
                               "--json"], good, tmp_path).stdout)
     assert listing == []
+
+
+async def test_reopening_an_image_on_the_same_host_reads_the_verified_local_cache(
+        servers, tmp_path, monkeypatch):
+    """After one read, the blobs come from the local read cache: the store's
+    copy can even be gone.  A damaged cache entry is fetched again."""
+    from dffml_archive.repository import Repository
+
+    from _repository_helpers import stored_digests
+
+    for name, value in host_env(servers, tmp_path, "host-a").items():
+        if not name.startswith("_"):
+            monkeypatch.setenv(name, value)
+    model = make_model(tmp_path / "model", "cached")
+    async with Repository(tmp_path / "root") as repo:
+        image = await (await repo.create("m")).new_image(model).save()
+        await image.materialize(tmp_path / "first")
+        digests = await stored_digests(repo)
+        cached = {digest: repo.blobs.cached_path(digest) for digest in digests}
+        assert all(path.exists() for path in cached.values())
+        for digest in digests:  # gone from the store: only the cache has them
+            await repo.blobs.client.delete_object(Bucket=repo.blobs.bucket,
+                                                  Key=repo.blobs.key(digest))
+        await image.materialize(tmp_path / "second")
+        assert read_tree(tmp_path / "second") == read_tree(model)
+        shared = cached[max(cached, key=lambda d: cached[d].stat().st_size)]
+        os.chmod(shared, 0o644)
+        shared.write_bytes(b"damaged")  # a bad cache entry is not trusted
+        with pytest.raises(Exception, match="is missing"):
+            await image.materialize(tmp_path / "third")
