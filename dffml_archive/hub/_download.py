@@ -210,10 +210,21 @@ async def _one_request(client, url, handle, hashes, source, progress):
         handle.seek(hashes.size)
         length = response.headers.get("Content-Length")
         total = hashes.size + int(length) if length and length.isdigit() else 0
-        async for block in response.aiter_raw(C.HUB_CHUNK_SIZE):
-            await in_thread(_write, handle, hashes, block)
-            if progress is not None:
-                progress(hashes.size, total)
+        # Blocks gathered up to HUB_CHUNK_SIZE and written off the loop;
+        # what arrived before a dropped connection is written too (resumed).
+        pending, held = [], 0
+        try:
+            async for block in response.aiter_raw():
+                pending.append(block)
+                held += len(block)
+                if held >= C.HUB_CHUNK_SIZE:
+                    await in_thread(_write, handle, hashes, b"".join(pending))
+                    pending, held = [], 0
+                    if progress is not None:
+                        progress(hashes.size, total)
+        finally:
+            if pending:
+                await in_thread(_write, handle, hashes, b"".join(pending))
 
 
 def _resumes_at(response, offset) -> bool:
