@@ -14,7 +14,7 @@ from _hub_server import HubServer
 from dffml_archive.errors import (
     HubDownloadError, HubIntegrityError, HubOfflineError, HubSourceError,
 )
-from dffml_archive.hub import HubCache, HuggingFaceHub, StorageType, hub_for
+from dffml_archive.hub import HubCache, HuggingFaceHub, StorageType, hub_for, parse_source
 
 BODY = os.urandom(3 * (1 << 20) + 12345)
 SHA = hashlib.sha256(BODY).hexdigest()
@@ -327,3 +327,43 @@ def test_dffml_service_hub(server):
                            "--sha256", SHA], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert pathlib.Path(done.stdout.strip().splitlines()[-1]).read_bytes() == BODY
+
+
+async def test_dead_partials_of_a_file_are_cleaned_up(server, hub_env):
+    server.files["/m.bin"] = BODY
+    server.plans["/m.bin"] = ["drop:5000"]
+    source = f"{server.url}/m.bin"
+    other = "0" * 64  # a download of the same file with another checksum dies
+    with pytest.raises(HubDownloadError):
+        await hub_for(source, **FAST).download_model(source, sha256=other)
+    assert [p for p in cache_files(hub_env) if p.endswith(".partial")]
+    server.plans["/m.bin"] = ["ok"]
+    await hub_for(source, **FAST).download_model(source, sha256=SHA)
+    assert not [p for p in cache_files(hub_env) if p.endswith(".partial")]
+
+
+async def test_a_lock_held_too_long_times_out_clearly(server, hub_env):
+    from dffml_archive.errors import HubLockTimeoutError
+
+    server.files["/m.bin"] = BODY
+    source = f"{server.url}/m.bin"
+    hub = hub_for(source, lock_timeout=0.3, **FAST)
+    relative = hub.relative_path(parse_source(source))
+    async with hub.cache.locked(relative, relative):
+        with pytest.raises(HubLockTimeoutError, match="MODELHUB_LOCK_TIMEOUT"):
+            await hub.download_model(source, sha256=SHA)
+    assert server.requests == []
+
+
+async def test_stage_pushes_into_the_model_repository(server, tmp_path, monkeypatch):
+    from dffml_archive.repository import Repository
+    from test_hub_stage import make_spacy_package
+
+    monkeypatch.setenv("DFFML_ARCHIVE_REPOSITORY", str(tmp_path / "repository"))
+    data = make_spacy_package(tmp_path)
+    server.files["/en_fruit-0.0.1.tar.gz"] = data
+    source = f"spacy:{server.url}/en_fruit-0.0.1.tar.gz"
+    await hub_for(source).stage_model(source, tmp_path / "f.tar.gz", repository="fruit")
+    async with Repository() as store:
+        (version,) = await (await store.get("fruit")).log()
+    assert version["version"] == 1

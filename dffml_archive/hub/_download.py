@@ -119,6 +119,7 @@ async def fetch(
     failure after every try keeps it, to be resumed next time."""
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = partial_path(target, url, expected)
+    await in_thread(_remove_dead_partials, target, partial)
     fd = os.open(partial, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)  # tells prune it is alive
@@ -138,6 +139,23 @@ async def fetch(
         return digest
     finally:
         os.close(fd)
+
+
+def _remove_dead_partials(target: pathlib.Path, keep: pathlib.Path) -> None:
+    """Partial files of ``target`` for another URL or checksum, left by
+    downloads that died (the caller holds the target's lock, so none is
+    being written; an ``flock`` check spares one anyway)."""
+    prefix = f".{target.name}."
+    for entry in os.scandir(target.parent):
+        if (entry.name.startswith(prefix) and entry.name.endswith(C.HUB_PARTIAL_SUFFIX)
+                and entry.name != keep.name and entry.is_file(follow_symlinks=False)):
+            with contextlib.suppress(OSError):
+                fd = os.open(entry.path, os.O_RDONLY | os.O_CLOEXEC)
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    os.unlink(entry.path)
+                finally:
+                    os.close(fd)
 
 
 def _rehash(handle, hashes):
