@@ -230,17 +230,24 @@ async def _one_request(client, url, handle, hashes, source, progress):
         total = hashes.size + int(length) if length and length.isdigit() else 0
         # Blocks gathered up to HUB_CHUNK_SIZE and written off the loop;
         # what arrived before a dropped connection is written too (resumed).
-        pending, held = [], 0
+        # One write in flight while the next block arrives (at most two
+        # blocks in memory).
+        pending, held, writing = [], 0, None
         try:
             async for block in response.aiter_raw():
                 pending.append(block)
                 held += len(block)
                 if held >= C.HUB_CHUNK_SIZE:
-                    await in_thread(_write, handle, hashes, b"".join(pending))
+                    if writing is not None:
+                        await writing
+                    writing = asyncio.ensure_future(
+                        in_thread(_write, handle, hashes, b"".join(pending)))
                     pending, held = [], 0
                     if progress is not None:
                         progress(hashes.size, total)
         finally:
+            if writing is not None:
+                await writing
             if pending:
                 await in_thread(_write, handle, hashes, b"".join(pending))
 
