@@ -106,3 +106,44 @@ async def test_tfhub_module_staging_says_what_to_do(server, tmp_path):
     source = f"tfhub:{server.url}/m/1.tar.gz"
     with pytest.raises(HubError, match="model_path"):
         await hub_for(source).stage_model(source, tmp_path / "t.tar.gz")
+
+
+def test_cli_stage_with_a_new_head(server, tmp_path):
+    import asyncio
+    import json
+    import subprocess
+    import sys
+
+    import torch
+    import torchvision
+
+    weights = tmp_path / "w.pth"
+    torch.save(torchvision.models.resnet18(weights=None).state_dict(), str(weights))
+    data = weights.read_bytes()
+    name = f"resnet18-{hashlib.sha256(data).hexdigest()[:8]}.pth"
+    server.files[f"/{name}"] = data
+    layers = {"fc": {"layer_type": "Linear", "in_features": 512, "out_features": 2}}
+    archive = tmp_path / "r.tar.gz"
+    done = subprocess.run(
+        [sys.executable, "-m", "dffml_archive", "hub", "stage", f"torch:{server.url}/{name}",
+         str(archive), "--model", "resnet18", "--option", "features=image:int:192",
+         "predict=label:str:1", "imageSize=32", "add_layers=true",
+         f"layers={json.dumps(layers)}", 'classifications=["cat","dog"]'],
+        capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    model = asyncio.run(load_model(archive))
+    assert model.config.classifications == ["cat", "dog"] and model.config.add_layers
+
+
+def test_cli_stage_without_a_model_name_is_one_error_line(server, tmp_path):
+    import subprocess
+    import sys
+
+    server.files["/resnet18-00000000.pth"] = b"x"
+    done = subprocess.run(
+        [sys.executable, "-m", "dffml_archive", "hub", "stage",
+         f"torch:{server.url}/resnet18-00000000.pth", str(tmp_path / "r.tar.gz"),
+         "--sha256", hashlib.sha256(b"x").hexdigest()],
+        capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1 and done.stderr.count("\n") == 1, done.stderr
+    assert done.stderr.startswith("error: ") and "--model" in done.stderr

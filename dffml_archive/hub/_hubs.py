@@ -237,6 +237,10 @@ class TorchHub(UrlHub):
     async def _stage(self, source, archive, sha256, options):
         from ._stage import stage_torchvision
 
+        if not options.get("model"):  # before a download it would make useless
+            raise HubError(source, "staging torch weights needs the model's name",
+                           hint="give --model resnet18 (model=...), or another pretrained "
+                           "network")
         weights = await self.download_model(source, sha256=sha256)
         return await stage_torchvision(weights, archive, source=source, **options)
 
