@@ -51,6 +51,7 @@ setup(
         "dffml.service.cli": [
             "archive = dffml_archive.service:ArchiveService",
             "models = dffml_archive.service:ModelsService",
+            "hub = dffml_archive.hub._service:HubService",
         ],
         "dffml.model": MODEL_ENTRY_POINTS,
     },

@@ -161,3 +161,76 @@ S3_PARALLEL_PARTS = 4
 
 def blob_cache_bytes() -> int:
     return _env_int("DFFML_ARCHIVE_BLOB_CACHE_BYTES", 10 << 30)
+
+
+# -- the model hub (dffml_archive/hub) ----------------------------------------
+# ``MODELHUB_PATH``: the hub's cache root (default ``~/.modelhub``).
+# ``MODELHUB_OFFLINE=1``: no network call at all; a miss fails.
+# ``HF_ENDPOINT``: the Hugging Face-style hub (default https://huggingface.co);
+# ``HF_TOKEN``: its bearer token, sent to that endpoint only.
+# ``MODELHUB_TORCH_ENDPOINT``: where torchvision checkpoints are fetched from
+# (a mirror; default https://download.pytorch.org/models/).
+# ``MODELHUB_LOCK_TIMEOUT``: seconds to wait for another download of a file.
+
+HUB_LOCK_FILE = "modelhub-lock.json"
+HUB_LOCK_FORMAT = "dffml-archive-modelhub-lock"
+HUB_LOCKS_DIRECTORY = ".locks"
+HUB_PARTIAL_SUFFIX = ".partial"
+HUB_DEFAULT_HF_ENDPOINT = "https://huggingface.co"
+HUB_DEFAULT_TORCH_ENDPOINT = "https://download.pytorch.org/models/"
+#: Tries of one download (5xx, 429, timeouts, dropped connections), with
+#: exponential backoff from HUB_BACKOFF_SECONDS up to HUB_BACKOFF_MAX_SECONDS.
+HUB_ATTEMPTS = 5
+HUB_BACKOFF_SECONDS = 0.5
+HUB_BACKOFF_MAX_SECONDS = 30.0
+#: Connect and read timeouts of one request.
+HUB_TIMEOUT_SECONDS = 30.0
+#: Bytes a download holds in memory at once.
+HUB_CHUNK_SIZE = 1 << 20
+#: A partial file nobody has touched for this long is pruned at the next
+#: download into its directory (a partial younger is kept to be resumed).
+HUB_STALE_PARTIAL_SECONDS = 7 * 24 * 3600
+
+
+def hub_root() -> pathlib.Path:
+    explicit = os.environ.get("MODELHUB_PATH")
+    if explicit:
+        return pathlib.Path(os.path.abspath(os.path.expanduser(explicit)))
+    return pathlib.Path(os.path.expanduser("~")) / ".modelhub"
+
+
+def hub_offline() -> bool:
+    return _env_flag("MODELHUB_OFFLINE", False)
+
+
+def hub_lock_timeout() -> int:
+    return _env_int("MODELHUB_LOCK_TIMEOUT", 600)
+
+
+def hf_endpoint() -> str:
+    return (os.environ.get("HF_ENDPOINT") or HUB_DEFAULT_HF_ENDPOINT).rstrip("/")
+
+
+def torch_endpoint() -> str:
+    value = os.environ.get("MODELHUB_TORCH_ENDPOINT") or HUB_DEFAULT_TORCH_ENDPOINT
+    return value if value.endswith("/") else value + "/"
+
+
+def torch_cache() -> pathlib.Path:
+    """torch.hub's checkpoint directory, as torch computes it."""
+    home = os.environ.get("TORCH_HOME") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"),
+        "torch",
+    )
+    return pathlib.Path(home) / "hub" / "checkpoints"
+
+
+def hf_cache() -> pathlib.Path:
+    """huggingface_hub's cache, as it computes it."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return pathlib.Path(os.environ["HF_HUB_CACHE"])
+    home = os.environ.get("HF_HOME") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"),
+        "huggingface",
+    )
+    return pathlib.Path(home) / "hub"

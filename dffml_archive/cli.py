@@ -1,4 +1,4 @@
-"""Command line: ``python -m dffml_archive pack|extract|verify|inspect|models``.
+"""Command line: ``python -m dffml_archive pack|extract|verify|inspect|models|hub``.
 
 Arguments go source first, then destination, like ``cp``.  Start-up stays
 light: nothing heavy (and never dffml) is imported before a command runs.
@@ -131,6 +131,9 @@ def build_parser(prog="python -m dffml_archive") -> argparse.ArgumentParser:
     from .repository._cli import add_models_parser
 
     add_models_parser(commands)
+    from .hub._cli import add_hub_parser
+
+    add_hub_parser(commands)
     return parser
 
 
@@ -227,6 +230,12 @@ def _run_models(args, job):
     return run_models(args, job)
 
 
+def _run_hub(args, job):
+    from .hub._cli import run_hub
+
+    return run_hub(args, job)
+
+
 def format_info(info) -> str:
     import json
 
@@ -259,6 +268,7 @@ _COMMANDS = {
     "verify": _run_verify,
     "inspect": _run_inspect,
     "models": _run_models,
+    "hub": _run_hub,
 }
 
 

@@ -28,6 +28,12 @@ __all__ = [
     "UnverifiedArchiveWarning",
     "ArchiveNotUpdatedWarning",
     "ArchiveLockWaitWarning",
+    "HubError",
+    "HubSourceError",
+    "HubDownloadError",
+    "HubIntegrityError",
+    "HubOfflineError",
+    "HubLockTimeoutError",
 ]
 
 
@@ -191,3 +197,33 @@ class ArchiveNotUpdatedWarning(ArchiveWarning):
 
 class ArchiveLockWaitWarning(ArchiveWarning):
     """Another process (or thread) holds the archive's lock: waiting for it."""
+
+
+class HubError(ArchiveError):
+    """Base class of the model hub's errors; ``archive`` is the source
+    (``hf:org/name/file``, a URL) or the cache path the error is about."""
+
+
+class HubSourceError(HubError, ValueError):
+    """A source, revision or file name that is not well formed or not safe
+    (``..``, an absolute path, control characters)."""
+
+
+class HubDownloadError(HubError):
+    """The server refused or kept failing (404, 5xx after every retry,
+    timeouts, a body shorter than announced)."""
+
+
+class HubIntegrityError(HubError):
+    """The bytes do not match the expected sha256 (or git blob id): refused,
+    nothing entered the cache."""
+
+
+class HubOfflineError(HubError):
+    """Offline mode (``MODELHUB_OFFLINE=1`` or ``offline=True``) and the file
+    is in no cache."""
+
+
+class HubLockTimeoutError(HubError):
+    """Another task or process kept downloading the same file for longer
+    than the lock timeout."""
