@@ -10,6 +10,7 @@ import sys
 
 import pytest
 
+from _e2e_helpers import DFFML
 from _hub_server import HubServer
 from dffml_archive.errors import (
     HubDownloadError, HubIntegrityError, HubOfflineError, HubSourceError,
@@ -323,7 +324,7 @@ def test_cli_failures_are_one_error_line(server):
 
 def test_dffml_service_hub(server):
     server.files["/m.bin"] = BODY
-    done = subprocess.run(["dffml", "service", "hub", "download", f"{server.url}/m.bin",
+    done = subprocess.run([DFFML, "service", "hub", "download", f"{server.url}/m.bin",
                            "--sha256", SHA], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert pathlib.Path(done.stdout.strip().splitlines()[-1]).read_bytes() == BODY
