@@ -57,6 +57,8 @@ class Services:
     def __init__(self, state: pathlib.Path):
         self.env = dict(os.environ, DFFML_ARCHIVE_SERVICES_DIR=str(state))
         self.exports = {}
+        self._saved_env = {}
+        self.seconds = None
 
     def start(self) -> None:
         started = time.perf_counter()
@@ -71,8 +73,19 @@ class Services:
                 self.exports[name] = value
         self.seconds = time.perf_counter() - started
         print(f"(servers started in {self.seconds:.1f} s)")
+        # The S3 blob store takes its endpoint and credentials from the
+        # environment, as in a deployment.
+        for name, value in self.exports.items():
+            if name.startswith("AWS_"):
+                self._saved_env.setdefault(name, os.environ.get(name))
+                os.environ[name] = value
 
     def stop(self) -> None:
+        for name, value in self._saved_env.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
         subprocess.run([sys.executable, str(SERVICES), "stop"], env=self.env,
                        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                        stderr=subprocess.PIPE)
@@ -348,9 +361,9 @@ def measure_cli(services, stores: dict, repeat: int) -> dict:
 
     def models(kind, *arguments):
         info = stores[kind]
-        env = dict(os.environ, **services.exports, DFFML_ARCHIVE_REPOSITORY=str(info["root"]),
-                   DFFML_ARCHIVE_REPOSITORY_DB=info["database"],
-                   DFFML_ARCHIVE_REPOSITORY_BLOBS=info["blobs"])
+        env = {**os.environ, **services.exports, "DFFML_ARCHIVE_REPOSITORY": str(info["root"]),
+               "DFFML_ARCHIVE_REPOSITORY_DB": info["database"],
+               "DFFML_ARCHIVE_REPOSITORY_BLOBS": info["blobs"]}
         return [sys.executable, "-m", "dffml_archive", "models", *arguments, "--json"], env
 
     commands = {
