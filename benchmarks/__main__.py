@@ -6,7 +6,9 @@ engine (pack/extract vs GNU and stdlib), loop (event-loop stall and RSS),
 location (archive_location re-entry), cli (``--help`` start-up), cli_tar
 (``python -m dffml_archive pack|extract`` against GNU tar, whole processes),
 repository (the model repository: deduplication, save/load against ``cp``,
-log/find/list over 10,000 versions); then a summary of every target.
+log/find/list over 10,000 versions), scaleout (the repository on PostgreSQL +
+SeaweedFS, servers it starts itself: push against ``put_object``, re-push,
+find/log/list over 100,000 versions); then a summary of every target.
 
 The engine and the benchmarks are first copied to a temporary directory and
 run from there (``--no-snapshot``: run the checkout directly), so edits made
@@ -27,9 +29,10 @@ if __package__ in (None, ""):  # run as a file: make "benchmarks" importable
 from benchmarks import _common as B  # noqa: E402
 from benchmarks import (  # noqa: E402
     bench_cli, bench_cli_tar, bench_engine, bench_location, bench_loop, bench_repository,
+    bench_scaleout,
 )
 
-ALL = ("engine", "loop", "location", "cli", "cli_tar", "repository")
+ALL = ("engine", "loop", "location", "cli", "cli_tar", "repository", "scaleout")
 
 
 def _run_from_snapshot(args, argv) -> int:
@@ -42,7 +45,7 @@ def _run_from_snapshot(args, argv) -> int:
     snapshot = pathlib.Path(tempfile.mkdtemp(prefix="dffml-archive-bench-code-", dir=parent))
     try:
         ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "results")
-        for package in ("dffml_archive", "benchmarks"):
+        for package in ("dffml_archive", "benchmarks", "scripts"):
             shutil.copytree(B.REPO / package, snapshot / package, ignore=ignore)
         env = dict(os.environ)
         env["BENCH_SOURCE_REPO"] = str(B.REPO)
@@ -95,14 +98,15 @@ def main(argv=None):
     # Import everything now: one version of the engine for the whole run.
     import dffml_archive._location  # noqa: F401
     import dffml_archive.operations  # noqa: F401
-    if "repository" in wanted:  # SQLAlchemy: only when it is measured
+    if {"repository", "scaleout"} & set(wanted):  # SQLAlchemy: only when it is measured
         import dffml_archive.repository._maintenance  # noqa: F401
 
     payload = {"environment": env, "size": B.size_name(args), "repeat": args.repeat}
     with B.workdir(args, "all") as root:
         datasets = B.make_datasets(root / "data", B.SIZES[B.size_name(args)])
         modules = {"engine": bench_engine, "loop": bench_loop, "location": bench_location,
-                   "cli": bench_cli, "cli_tar": bench_cli_tar, "repository": bench_repository}
+                   "cli": bench_cli, "cli_tar": bench_cli_tar, "repository": bench_repository,
+                   "scaleout": bench_scaleout}
         for name in wanted:
             payload[name] = modules[name].run(args, datasets=datasets, root=root)
     elapsed = time.perf_counter() - started
