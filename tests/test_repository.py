@@ -296,6 +296,13 @@ SELECTOR_CASES = [
     ("missing_key == None", ["a:1", "a:2", "b:1"]),
     ('name in ["b", "c"]', ["b:1"]),
     ('comment == "x contains y"', ["b:1"]),
+    # Top-level "and" terms the database checks first (a prefilter): the same answers.
+    ("Accuracy > 0.8", ["a:1"]),
+    ('Accuracy < 1 and entrypoint == "slr_archive"', ["a:1", "a:2"]),
+    ("Accuracy == 0.9", ["a:1"]),
+    ("flag >= 1", []),  # a boolean is no number
+    ("flag == True", ["b:1"]),
+    ('entrypoint == "nothing" and Accuracy > 0', []),
 ]
 
 
@@ -317,6 +324,7 @@ async def _selector_repository(tmp_path, root):
     b = await repo.create("b")
     image = b.new_image(model)
     image["team name"] = "risk"
+    image["flag"] = True
     saved = await image.save(comment="x contains y")
     await b.add_tag("production", saved.version)
     return repo

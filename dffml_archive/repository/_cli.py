@@ -97,12 +97,20 @@ def run_models(args, job) -> str:
 async def _run(args, progress) -> str:
     from ._store import Repository
 
-    async with Repository(args.repository, database=args.database, blobs=args.blobs) as store:
+    store = Repository(args.repository, database=args.database, blobs=args.blobs)
+    async with store.opened(blobs=args.models_command in _NEEDS_BLOBS):
         return await _HANDLERS[args.models_command](store, args, progress)
 
 
+#: The commands that read or write blobs; the others need only the database
+#: (and skip connecting to an object store).
+_NEEDS_BLOBS = {"push", "download", "gc", "verify"}
+
+
 def _dumps(value) -> str:
-    return json.dumps(value, indent=2, sort_keys=True, default=str)
+    # No indent: json's C encoder (indenting falls back to the Python one,
+    # seconds for find over 100,000 versions).
+    return json.dumps(value, sort_keys=True, default=str)
 
 
 def _human(size) -> str:

@@ -75,8 +75,12 @@ class S3BlobStore(BlobStore):
         self.client = await self._stack.enter_async_context(get_session().create_client(
             "s3", endpoint_url=self.endpoint, region_name=self.region, config=config,
         ))
-        with self.errors("cannot use the bucket"):
-            await self.client.head_bucket(Bucket=self.bucket)
+        try:
+            with self.errors("cannot use the bucket"):
+                await self.client.head_bucket(Bucket=self.bucket)
+        except BaseException:
+            await self.close()  # no unclosed connections left behind
+            raise
 
     async def close(self) -> None:
         if self._stack is not None:

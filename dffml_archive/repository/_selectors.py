@@ -196,3 +196,38 @@ def fields_of(summary: Dict[str, Any], model: Dict[str, Any], metadata: Dict[str
         "config": config,
         "metadata": metadata or {},
     }
+
+
+def sql_prefilter(expression: str, versions, dialect: str) -> list:
+    """SQL conditions implied by the selector's top-level ``and`` terms that
+    the database can check (``entrypoint == "x"``, ``KEY <op> number`` on a
+    metadata key): every version the selector matches satisfies them, so
+    ``find`` decodes only the rows they keep and still runs the selector."""
+    from sqlalchemy import Float, cast, func
+
+    tree = ast.parse(_contains_as_operator(expression), mode="eval").body
+    is_and = isinstance(tree, ast.BoolOp) and isinstance(tree.op, ast.And)
+    terms = tree.values if is_and else [tree]
+    conditions = []
+    for term in terms:
+        if not (isinstance(term, ast.Compare) and len(term.ops) == 1
+                and isinstance(term.left, ast.Name)
+                and isinstance(term.comparators[0], ast.Constant)):
+            continue
+        name, op, value = term.left.id, type(term.ops[0]), term.comparators[0].value
+        if name == "entrypoint" and op is ast.Eq and isinstance(value, str):
+            conditions.append(versions.c.entrypoint == value)
+        elif (name not in FIELDS and op in _COMPARISONS and op is not ast.NotEq
+              and isinstance(value, (int, float)) and not isinstance(value, bool)
+              and abs(value) < 2 ** 53):  # compared as doubles, as Python does
+            field = versions.c.metadata[name]
+            if dialect == "postgresql":
+                kind = func.json_typeof(field) == "number"
+                number = cast(field.as_string(), Float)
+            elif dialect == "sqlite":
+                kind = func.json_type(versions.c.metadata, f'$."{name}"').in_(("integer", "real"))
+                number = field.as_float()
+            else:
+                continue
+            conditions.append(kind & _COMPARISONS[op](number, value))
+    return conditions

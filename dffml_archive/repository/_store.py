@@ -64,6 +64,7 @@ class Repository:
         self.database_url: Optional[str] = None
         self.blobs: Optional[BlobStore] = blobs if isinstance(blobs, BlobStore) else None
         self.engine = None
+        self._blobs_open = False
 
     def _configured(self) -> dict:
         try:
@@ -102,7 +103,17 @@ class Repository:
     async def __aexit__(self, *exc) -> None:
         await self.close()
 
-    async def open(self) -> None:
+    @contextlib.asynccontextmanager
+    async def opened(self, *, blobs: bool = True):
+        """``async with repo.opened(blobs=False):`` the repository for work
+        on metadata only (no connection to the blob store)."""
+        await self.open(blobs=blobs)
+        try:
+            yield self
+        finally:
+            await self.close()
+
+    async def open(self, *, blobs: bool = True) -> None:
         with os_errors_as(
             RepositoryError, self.root, "cannot create the repository directory",
             hint="set DFFML_ARCHIVE_REPOSITORY (or --repository) to a writable directory",
@@ -115,8 +126,11 @@ class Repository:
             raise
         except Exception as error:
             raise database_error(self._database_subject(), error) from error
+        if not blobs:
+            return
         try:
             await self.blobs.open()
+            self._blobs_open = True
         except BaseException:
             await self.close()
             raise
@@ -134,8 +148,9 @@ class Repository:
         return url.render_as_string(hide_password=True)
 
     async def close(self) -> None:
-        if self.blobs is not None:
+        if self.blobs is not None and self._blobs_open:
             await self.blobs.close()
+            self._blobs_open = False
         if self.engine is not None:
             await self.engine.dispose()
             self.engine = None
@@ -509,7 +524,7 @@ def database_error(root, error) -> RepositoryError:
 async def find(store: Repository, expression: str) -> List[Dict[str, Any]]:
     """Every version, across repositories, that the selector ``expression``
     matches (see :mod:`_selectors`): its summary and repository ``name``."""
-    from ._selectors import compile_selector, fields_of
+    from ._selectors import compile_selector, fields_of, sql_prefilter
 
     matches = compile_selector(expression)
     query = (
@@ -520,6 +535,8 @@ async def find(store: Repository, expression: str) -> List[Dict[str, Any]]:
         .order_by(S.repositories.c.name, S.versions.c.version)
     )
     async with store.transaction() as db:
+        for condition in sql_prefilter(expression, S.versions, db.dialect.name):
+            query = query.where(condition)
         rows = (await db.execute(query)).all()
         tags = await _all_tags(db)
     found = []
