@@ -51,6 +51,7 @@ setup(
         "dffml.service.cli": [
             "archive = dffml_archive.service:ArchiveService",
             "models = dffml_archive.service:ModelsService",
+            "experiments = dffml_archive.experiments._service:ExperimentsService",
         ],
         "dffml.model": MODEL_ENTRY_POINTS,
     },

@@ -131,6 +131,9 @@ def build_parser(prog="python -m dffml_archive") -> argparse.ArgumentParser:
     from .repository._cli import add_models_parser
 
     add_models_parser(commands)
+    from .experiments._cli import add_experiments_parser
+
+    add_experiments_parser(commands)
     return parser
 
 
@@ -227,6 +230,12 @@ def _run_models(args, job):
     return run_models(args, job)
 
 
+def _run_experiments(args, job):
+    from .experiments._cli import run_experiments_command
+
+    return run_experiments_command(args, job)
+
+
 def format_info(info) -> str:
     import json
 
@@ -259,6 +268,7 @@ _COMMANDS = {
     "verify": _run_verify,
     "inspect": _run_inspect,
     "models": _run_models,
+    "experiments": _run_experiments,
 }
 
 
