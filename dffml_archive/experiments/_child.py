@@ -44,7 +44,8 @@ def run_version_process(spec: dict, trust_gpu_resource: bool = False) -> dict:
         else:
             context.check(spec["label"], gpu_ids, os.cpu_count() or 1)
     except ComputeContextError as error:
-        return {"status": "failed", "error": str(error), "incompatible": True, "seconds": 0.0,
+        reason = error.reason + (f" ({error.hint})" if error.hint else "")
+        return {"status": "failed", "error": reason, "incompatible": True, "seconds": 0.0,
                 **where}
     env = context.environment(dict(os.environ), gpu_ids)
     return {**_run_child(spec, env, started), **where}
@@ -79,6 +80,7 @@ def _run_child(spec: dict, env: dict, started: float) -> dict:
         return {**result, "status": "ok", "seconds": seconds, "output": text[-20000:]}
     tail = text.strip()[-C.EXPERIMENT_ERROR_TAIL_CHARS:]
     reason = (result or {}).get("error") or _last_line(tail) or f"exited {child.returncode}"
+    reason = " ".join(reason.split())  # one line: the error line, the log, the table
     return {"status": "failed", "error": reason, "seconds": seconds, "output": text[-20000:]}
 
 
@@ -134,6 +136,10 @@ async def _train_and_score(spec: dict) -> dict:
     finally:
         if os.path.exists(partial):
             os.unlink(partial)
+        try:
+            os.rmdir(directory)  # only if empty: a failed first training leaves nothing
+        except OSError:
+            pass
     return {"score": float(score), "archive": archive, "train_seconds": round(trained, 3)}
 
 

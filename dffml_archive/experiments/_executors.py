@@ -102,7 +102,7 @@ class DaskExecutor(Executor):
         if resources and not self.can_place(resources):
             wanted = ", ".join(f"{name}={amount:g}" for name, amount in resources.items())
             return {"status": "failed", "incompatible": True, "seconds": 0.0, "error": (
-                f"{spec['label']}: incompatible compute context: no Dask worker declares "
+                f"incompatible compute context: no Dask worker declares "
                 f"{wanted} (start one with dask-worker --resources {wanted.replace(', ', ',')})")}
         future = self.client.submit(_dask_task, spec, resources=resources or None, pure=False,
                                     key=f"{spec['label']}-{uuid.uuid4().hex[:8]}")

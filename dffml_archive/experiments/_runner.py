@@ -16,7 +16,7 @@ import time
 from typing import Callable, Dict, List, Optional
 
 from .. import _constants as C
-from ..errors import DefinitionError, ExperimentError, VersionFailedError
+from ..errors import ArchiveError, DefinitionError, VersionFailedError
 from ._definition import Definition, Version, load_definition
 from ._executors import DaskExecutor, Executor, LocalExecutor
 from ._lists import Lists
@@ -150,19 +150,23 @@ class _Run:
         status = outcome["status"]
         result = self._result(version, status, **{name: outcome.get(name) for name in (
             "score", "seconds", "archive", "host", "worker", "error")})
-        if status == "ok":
-            self.progress(f"{self._counted(total)} {version.label}: score {result.score:.6g} "
-                          f"in {result.seconds:.1f} s")
-            if self.execute and self.definition.repository is not None:
+        if status == "ok" and self.execute and self.definition.repository is not None:
+            try:
                 result.saved = await self._save(version, result)
-        else:
-            self.progress(f"{self._counted(total)} {version.label}: FAILED: {result.error}")
+            except (ArchiveError, OSError) as error:
+                result.error = f"trained, but not saved to the repository: {error}"
+        # Recorded before it is said: whoever watches the progress may stop the run.
         self.outputs.log(f"{version.label} [{key[:12]}] {status}"
                          + (f" score={result.score}" if result.score is not None else "")
                          + (f" error={result.error}" if result.error else "")
                          + (f"\n--- output of {version.label}\n{outcome['output']}"
                             if outcome.get("output") and status != "ok" else ""))
         self.outputs.add({**record_of(version, outcome, key), "saved": result.saved})
+        if status == "ok":
+            self.progress(f"{self._counted(total)} {version.label}: score {result.score:.6g} "
+                          f"in {result.seconds:.1f} s")
+        else:
+            self.progress(f"{self._counted(total)} {version.label}: FAILED: {result.error}")
         if status != "ok" and not self.execute:
             raise VersionFailedError(version.label, result.error or "failed",
                                      hint="test mode stops at the first failure; fix it and "

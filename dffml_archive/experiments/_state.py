@@ -37,6 +37,19 @@ def _append(path: pathlib.Path, text: str) -> None:
         raise ExperimentError(path, reason, hint=hint) from error
 
 
+def _end_a_cut_line(path: pathlib.Path) -> None:
+    """A crash may have cut the last line short: end it, so that the next
+    record starts a line of its own (the cut one is then skipped)."""
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(-1, os.SEEK_END)
+            last = handle.read(1)
+    except OSError:  # missing or empty
+        return
+    if last != b"\n":
+        _append(path, "\n")
+
+
 class Outputs:
     """The ``outputs/`` directory beside a definition."""
 
@@ -52,6 +65,8 @@ class Outputs:
             except OSError as error:
                 reason, hint = explain_os_error(error, "cannot create the outputs directory")
                 raise ExperimentError(self.directory, reason, hint=hint) from error
+            for path in (self.log_path, self.output_path):
+                _end_a_cut_line(path)
 
     def log(self, text: str) -> None:
         if self.record:
