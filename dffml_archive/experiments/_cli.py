@@ -38,9 +38,9 @@ def add_experiments_parser(commands) -> None:
     run.add_argument("file", metavar="FILE", help="the experiment definition (YAML)")
     run.add_argument("-r", "--run", dest="execute", action="store_true",
                      help="execution mode (record results, resume, go on after failures)")
-    run.add_argument("--jobs", type=_positive, default=1, metavar="N",
-                     help="versions at once (local: subprocesses; Dask: tasks in flight, "
-                     "default the cluster's threads)")
+    run.add_argument("--jobs", type=_positive, metavar="N",
+                     help="versions at once (local: subprocesses, default 1; Dask: tasks in "
+                     "flight, default the cluster's worker threads)")
     run.add_argument("--scheduler", metavar="ADDRESS",
                      help="run each version as a task on this Dask scheduler "
                      "(tcp://HOST:PORT) instead of local subprocesses")

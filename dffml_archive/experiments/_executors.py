@@ -79,7 +79,7 @@ class DaskExecutor(Executor):
         logging.getLogger("distributed").setLevel(logging.ERROR)
         try:
             self.client = await Client(self.address, asynchronous=True, timeout=self.timeout)
-            info = await self.client.scheduler_info()
+            info = await self.client.scheduler.identity()  # fresh: who is there now
         except (OSError, asyncio.TimeoutError) as error:
             raise ExperimentError(f"--scheduler {self.address}",
                                   f"cannot reach the Dask scheduler ({error})",

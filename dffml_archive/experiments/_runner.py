@@ -43,18 +43,19 @@ class Result:
         return dataclasses.asdict(self)
 
 
-async def run_experiments(path, *, execute: bool = False, jobs: int = 1,
+async def run_experiments(path, *, execute: bool = False, jobs: Optional[int] = None,
                           scheduler: Optional[str] = None,
                           progress: Optional[Callable[[str], None]] = None) -> List[Result]:
     """Run the definition at ``path``; the summary, in definition order.
-    Test mode raises VersionFailedError at the first failure."""
+    Test mode raises VersionFailedError at the first failure (versions
+    already running then are stopped).  ``jobs``: versions at once (local
+    default 1; Dask default: the cluster's worker threads)."""
     definition = load_definition(path)
     _check_scorers(definition)
-    executor = DaskExecutor(scheduler, jobs if jobs > 1 else 0) if scheduler \
-        else LocalExecutor(jobs)
+    executor = DaskExecutor(scheduler, jobs or 0) if scheduler else LocalExecutor(jobs or 1)
     run = _Run(definition, execute, executor, progress or (lambda line: None))
-    await executor.start()
     try:
+        await executor.start()
         await run.all()
     finally:
         await executor.close()
