@@ -4,7 +4,6 @@ and ``dffml service experiments``), real dffml training of slr_archive and
 scikitridge_archive, a real Dask scheduler and workers (test_experiments_dask.py).
 """
 import json
-import os
 import pathlib
 import signal
 import socket
@@ -267,3 +266,40 @@ def test_an_interrupted_run_resumes_without_rerunning_completed_versions(tmp_pat
     assert statuses == {"chain/v1": "cached", "chain/v2": "ok", "chain/v3": "ok",
                         "chain/v4": "ok"}
     assert [r["version"] for r in records(tmp_path)] == ["v1", "v2", "v3", "v4"]
+
+
+def test_a_tensorflow_and_a_scikit_version_in_their_compute_contexts(tmp_path):
+    """The grid of docs/experiments.rst in small: TensorFlow (CPU only,
+    memory growth, one thread) beside scikit; the context's environment
+    reaches the version's process (its own DFFML_ARCHIVE_CACHE is used)."""
+    cache = tmp_path / "tf-cache"
+    path = write_definition(tmp_path, f"""\
+experiments:
+  - name: tf
+    model: tfdnnr_archive
+    sources: {{train: train.csv, accuracy: test.csv}}
+    config: {{features: "x:float:1", predict: "y:float:1", batchsize: 4, hidden: [8]}}
+    context:
+      threads: 1
+      gpus: 0
+      tensorflow: {{memory_growth: true}}
+      env: {{TF_CPP_MIN_LOG_LEVEL: "2", DFFML_ARCHIVE_CACHE: {cache}}}
+    versions:
+      - {{name: e5, config: {{epochs: 5}}}}
+  - name: ridge
+    model: scikitridge_archive
+    sources: {{train: train.csv, accuracy: test.csv}}
+    config: {{features: "x:float:1", predict: "y:float:1"}}
+    versions:
+      - {{name: a01, config: {{alpha: 0.1}}}}
+""")
+    result = experiments("run", path, "-r", "--jobs", "2", "--json", via_dffml=True)
+    assert result.returncode == 0, explain(result)
+    summary = by_label(json.loads(result.stdout))
+    assert [row["status"] for row in summary.values()] == ["ok", "ok"], explain(result)
+    info = subprocess.run([sys.executable, "-m", "dffml_archive", "inspect", "--json",
+                           summary["tf/e5"]["archive"]], cwd=str(REPO), capture_output=True,
+                          text=True, timeout=60)
+    model = json.loads(info.stdout)["manifest"]["model"]
+    assert model["entrypoint"] == "tfdnnr_archive" and model["config"]["epochs"] == 5
+    assert cache.is_dir(), "the version's process did not get the context's environment"

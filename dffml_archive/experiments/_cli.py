@@ -6,7 +6,6 @@ Progress goes to stderr while it runs; the summary (a table, or JSON with
 :mod:`dffml_archive.cli`): in test mode the first failed version, in
 execution mode how many failed (after the summary).
 """
-import argparse
 import asyncio
 import concurrent.futures
 import json

@@ -10,9 +10,7 @@ failure stops the run.  Execution mode: the run lists, archives under
 """
 import asyncio
 import dataclasses
-import os
 import shutil
-import time
 from typing import Callable, Dict, List, Optional
 
 from .. import _constants as C
