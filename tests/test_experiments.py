@@ -176,7 +176,7 @@ def test_execution_mode_logs_failures_goes_on_saves_and_resumes(tmp_path):
         ("ridge", "weak", "ok")]
 
     # Saved in the repository with their metadata; the best tagged.
-    shown = subprocess.run([sys.executable, "-m", "dffml_archive", "models", "show", "grid:best",
+    shown = subprocess.run([sys.executable, "-m", "dffml_archive", "models", "show", "grid:best-ridge",
                             "--repository", repository, "--json"], cwd=str(REPO),
                            capture_output=True, text=True, timeout=120)
     assert shown.returncode == 0, explain(shown)
@@ -303,3 +303,22 @@ experiments:
     model = json.loads(info.stdout)["manifest"]["model"]
     assert model["entrypoint"] == "tfdnnr_archive" and model["config"]["epochs"] == 5
     assert cache.is_dir(), "the version's process did not get the context's environment"
+
+
+def test_the_documented_grid_runs_as_documented(tmp_path):
+    """docs/experiments.rst's example (its files: docs/experiments/), in test
+    mode and its execution-mode allow list checked."""
+    import shutil
+
+    example = tmp_path / "example"
+    shutil.copytree(str(REPO / "docs" / "experiments"), str(example))
+    result = experiments("run", example / "grid.yaml", "--json")
+    assert result.returncode == 0, explain(result)
+    statuses = {label: row["status"] for label, row in by_label(json.loads(result.stdout)).items()}
+    assert statuses == {"ridge/alpha-0.1": "ok", "ridge/alpha-10": "ok", "dnn/h8-e10": "ok",
+                        "dnn/h16x8-e20": "ok", "dnn/h64-gpu": "skipped"}, explain(result)
+    from dffml_archive.experiments import Lists
+
+    lists = Lists(example / "grid.yaml", "run")
+    assert [label for label in statuses if lists.why_not(label) is None] == [
+        "ridge/alpha-0.1", "ridge/alpha-10", "dnn/h8-e10", "dnn/h16x8-e20"]

@@ -207,7 +207,10 @@ class _Run:
             best.best = True
             chosen = self.definition.repository
             if self.execute and chosen is not None and chosen.tag_best and best.saved:
-                await _tag(chosen, best.saved, chosen.tag_best)
+                # One repository for every experiment: a best tag for each.
+                tag = chosen.tag_best if chosen.name is None \
+                    else f"{chosen.tag_best}-{experiment.name}"
+                await _tag(chosen, best.saved, tag)
 
     def summary(self) -> List[Result]:
         return [self.results[version.label] for version in self.definition.versions()
@@ -225,15 +228,18 @@ async def _tag(chosen, reference: str, tag: str) -> None:
 
 def format_summary(results: List[Result]) -> str:
     """The table printed at the end (the best of each experiment marked *)."""
-    header = ("", "experiment", "version", "status", "score", "seconds", "host", "archive")
+    saved = any(result.saved for result in results)
+    header = ("", "experiment", "version", "status", "score", "seconds", "host",
+              *(("saved",) if saved else ()), "archive")
     rows = [header] + [(
         "*" if result.best else "", result.experiment, result.version, result.status,
         "" if result.score is None else f"{result.score:.6g}",
         "" if result.seconds is None else f"{result.seconds:.1f}",
-        result.worker or result.host or "", result.saved or result.archive or result.error or "",
+        result.worker or result.host or "", *((result.saved or "",) if saved else ()),
+        result.archive or result.error or "",
     ) for result in results]
     widths = [max(len(row[column]) for row in rows) for column in range(len(header) - 1)]
     return "\n".join(
-        "  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[-1]
-        for row in rows
-    ).rstrip()
+        ("  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[-1])
+        .rstrip() for row in rows
+    )
