@@ -13,7 +13,8 @@ import time
 import pytest
 
 from test_experiments import (
-    CHAIN, GRID, REPO, by_label, experiments, explain, write_definition,
+    CHAIN, GRID, REPO, by_label, experiments, explain, run_watching, wait_for_line,
+    write_definition,
 )
 
 BIN = pathlib.Path(sys.executable).parent
@@ -45,14 +46,13 @@ def _workers(scheduler_file) -> dict:
     return json.loads(result.stdout) if result.returncode == 0 else {}
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    """(scheduler address, {worker name: address}); fails, never skips."""
-    directory = tmp_path_factory.mktemp("dask")
+def start_cluster(directory: pathlib.Path, processes: list, gpu_worker=True):
+    """A scheduler and its workers; (address, {worker name: address}).
+    Every process started is appended to ``processes`` (to be stopped)."""
+    directory.mkdir(parents=True, exist_ok=True)
     scheduler_file = directory / "scheduler.json"
-    processes = []
     worker = ["--scheduler-file", str(scheduler_file), "--nthreads", "1", "--no-nanny",
-              "--local-directory", str(directory)]
+              "--local-directory", str(directory), "--host", "127.0.0.1"]
 
     def start(name, *args):
         log = open(directory / f"{name}.log", "w")
@@ -60,26 +60,34 @@ def cluster(tmp_path_factory):
             [*args], cwd=str(REPO), stdout=log, stderr=subprocess.STDOUT,
             start_new_session=True))  # its own group: stopped with all it started
 
-    try:
-        start("scheduler", str(BIN / "dask-scheduler"), "--host", "127.0.0.1", "--port", "0",
-              "--dashboard-address", "127.0.0.1:0", "--scheduler-file", str(scheduler_file))
-        deadline = time.monotonic() + 60
-        while not scheduler_file.exists() and time.monotonic() < deadline:
-            time.sleep(0.2)
-        if not scheduler_file.exists():
-            pytest.fail("dask-scheduler did not start within 60 s\n" + _logs(directory))
-        start("cpu-worker", str(BIN / "dask-worker"), *worker, "--name", "cpu-worker",
-              "--host", "127.0.0.1")
+    start("scheduler", str(BIN / "dask-scheduler"), "--host", "127.0.0.1", "--port", "0",
+          "--dashboard-address", "127.0.0.1:0", "--scheduler-file", str(scheduler_file))
+    deadline = time.monotonic() + 60
+    while not scheduler_file.exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    if not scheduler_file.exists():
+        pytest.fail("dask-scheduler did not start within 60 s\n" + _logs(directory))
+    names = ["cpu-worker"]
+    start("cpu-worker", str(BIN / "dask-worker"), *worker, "--name", "cpu-worker")
+    if gpu_worker:
+        names.append("gpu-worker")
         start("gpu-worker", str(BIN / "dask-worker"), *worker, "--name", "gpu-worker",
-              "--host", "127.0.0.1", "--resources", "GPU=1")
-        workers = {}
-        while len(workers) < 2 and time.monotonic() < deadline + 60:
-            workers = _workers(scheduler_file)
-            time.sleep(0.5)
-        if sorted(workers) != ["cpu-worker", "gpu-worker"]:
-            pytest.fail(f"the Dask workers did not join (saw {workers})\n" + _logs(directory))
-        address = json.loads(scheduler_file.read_text())["address"]
-        yield address, workers
+              "--resources", "GPU=1")
+    workers = {}
+    while len(workers) < len(names) and time.monotonic() < deadline + 60:
+        workers = _workers(scheduler_file)
+        time.sleep(0.5)
+    if sorted(workers) != names:
+        pytest.fail(f"the Dask workers did not join (saw {workers})\n" + _logs(directory))
+    return json.loads(scheduler_file.read_text())["address"], workers
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    """(scheduler address, {worker name: address}); fails, never skips."""
+    processes = []
+    try:
+        yield start_cluster(tmp_path_factory.mktemp("dask"), processes)
     finally:
         for process in reversed(processes):
             _stop(process)
@@ -131,3 +139,50 @@ def test_a_gpu_version_with_no_gpu_worker_fails_with_a_clear_error(tmp_path, clu
     assert result.stderr.strip().splitlines()[-1].startswith(
         "error: chain/v1: incompatible compute context: no Dask worker declares GPU=2"), \
         explain(result)
+
+
+def test_a_run_survives_the_loss_and_restart_of_the_scheduler(tmp_path):
+    """The state is the runner's: the scheduler dies while a version
+    trains; that version is recorded as failed, the run ends; on a new
+    cluster, -r trains only what is left."""
+    path = write_definition(tmp_path / "work", """\
+experiments:
+  - name: chain
+    model: slr_archive
+    sources: {train: train.csv}
+    config: {features: "x:float:1", predict: "y:float:1"}
+    versions: [{name: v1}]
+  - name: tf
+    model: tfdnnr_archive
+    sources: {train: train.csv}
+    config: {features: "x:float:1", predict: "y:float:1", hidden: [8], epochs: 2}
+    context: {env: {TF_CPP_MIN_LOG_LEVEL: "2"}}
+    versions: [{name: v2}]
+""")
+    first, second = [], []
+    try:
+        address, _ = start_cluster(tmp_path / "first", first, gpu_worker=False)
+        process = run_watching(["run", path, "-r", "--scheduler", address, "--json"])
+        seen = []
+        try:
+            wait_for_line(process, "tf/v2: training", seen)
+            _stop(first[0])  # the scheduler
+            stdout, stderr = process.communicate(timeout=120)
+        finally:
+            process.kill()
+        assert process.returncode == 1, "".join(seen) + stderr
+        assert "Traceback" not in stderr, stderr
+        assert stderr.strip().splitlines()[-1].startswith(f"error: {path}: 1 of 2 version(s) "
+                                                          "failed"), stderr
+        statuses = {label: row["status"] for label, row in by_label(json.loads(stdout)).items()}
+        assert statuses == {"chain/v1": "ok", "tf/v2": "failed"}, stderr
+
+        address, _ = start_cluster(tmp_path / "second", second, gpu_worker=False)
+        again = experiments("run", path, "-r", "--scheduler", address, "--json", timeout=300)
+        assert again.returncode == 0, explain(again)
+        statuses = {label: row["status"] for label, row in
+                    by_label(json.loads(again.stdout)).items()}
+        assert statuses == {"chain/v1": "cached", "tf/v2": "ok"}
+    finally:
+        for process in reversed(first + second):
+            _stop(process)

@@ -60,6 +60,21 @@ def _dask_task(spec: dict) -> dict:
     return run_version_process(spec, trust_gpu_resource=True)
 
 
+def _quiet_dask():
+    """Dask logs a lost scheduler with tracebacks on stderr (some through
+    Python's last-resort handler); the runner says it once, in the
+    version's error and the log.  Returns what undoes it."""
+    for name in list(logging.root.manager.loggerDict):
+        if name.split(".")[0] in ("distributed", "tornado"):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
+    last_resort, logging.lastResort = logging.lastResort, logging.NullHandler()
+
+    def undo():
+        logging.lastResort = last_resort
+
+    return undo
+
+
 class DaskExecutor(Executor):
     name = "dask"
 
@@ -69,6 +84,7 @@ class DaskExecutor(Executor):
         self.timeout = timeout
         self.client = None
         self.workers = {}
+        self.undo_quiet = lambda: None
 
     async def start(self):
         try:
@@ -76,7 +92,7 @@ class DaskExecutor(Executor):
         except ImportError as error:
             raise ExperimentError("--scheduler", f"Dask is not installed ({error})",
                                   hint="pip install distributed") from None
-        logging.getLogger("distributed").setLevel(logging.ERROR)
+        self.undo_quiet = _quiet_dask()
         try:
             self.client = await Client(self.address, asynchronous=True, timeout=self.timeout)
             info = await self.client.scheduler.identity()  # fresh: who is there now
@@ -112,9 +128,14 @@ class DaskExecutor(Executor):
             await future.cancel()
             raise
         except Exception as error:  # the scheduler or the worker went away
-            return {"status": "failed", "seconds": 0.0,
-                    "error": f"the Dask task failed ({type(error).__name__}: {error})"}
+            return {"status": "failed", "seconds": 0.0, "error": (
+                f"the Dask task failed ({type(error).__name__}: {error}); was the scheduler "
+                f"{self.address} or its worker lost? run -r again to resume")}
 
     async def close(self):
         if self.client is not None:
-            await self.client.close()
+            try:
+                await asyncio.wait_for(self.client.close(), 10)
+            except Exception:  # a lost scheduler: nothing left to close cleanly
+                pass
+        self.undo_quiet()
