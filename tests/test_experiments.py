@@ -4,6 +4,7 @@ and ``dffml service experiments``), real dffml training of slr_archive and
 scikitridge_archive, a real Dask scheduler and workers (test_experiments_dask.py).
 """
 import json
+import os
 import pathlib
 import signal
 import socket
@@ -324,3 +325,17 @@ def test_the_documented_grid_runs_as_documented(tmp_path):
     lists = Lists(example / "grid.yaml", "run")
     assert [label for label in statuses if lists.why_not(label) is None] == [
         "ridge/alpha-0.1", "ridge/alpha-10", "dnn/h8-e10", "dnn/h16x8-e20"]
+
+
+def test_more_cpu_threads_than_the_machine_has_are_refused_before_training(tmp_path):
+    path = write_definition(tmp_path, CHAIN.replace("{name: v1}",
+                                                    "{name: v1, context: {threads: 100000}}"))
+    result = experiments("run", path, "-r", "--json")
+    assert result.returncode == 1, explain(result)
+    row = by_label(json.loads(result.stdout))["chain/v1"]
+    assert row["status"] == "failed" and row["archive"] is None, row
+    assert row["error"].startswith(f"asks for 100000 CPU threads; this machine has "
+                                   f"{os.cpu_count()}"), row
+    assert not (tmp_path / "models" / "chain" / "v1").exists()
+    # Execution mode went on with the others.
+    assert [r["status"] for r in records(tmp_path)] == ["failed", "ok", "ok", "ok"]

@@ -28,9 +28,9 @@ def add_experiments_parser(commands) -> None:
     sub.required = True
     run = sub.add_parser(
         "run", help="run a definition: test mode, or execution mode with -r",
-        description="Test mode (default): FILE.test.allow/.deny lists, archives under "
-        "outputs/test-models (cleared), nothing recorded, stops at the first failure. "
-        "Execution mode (-r): FILE.run.allow/.deny lists, archives under models/, results "
+        description="Test mode (default): the lists NAME.test.allow and NAME.test.deny "
+        "beside NAME.yaml, archives under outputs/test-models (cleared), nothing recorded, "
+        "stops at the first failure. Execution mode (-r): NAME.run.allow/.deny lists, archives under models/, results "
         "appended to outputs/output-HOST and outputs/log-HOST, failures logged and the run "
         "goes on; versions done by an earlier run with the same config and data are skipped.",
     )
