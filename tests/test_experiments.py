@@ -238,6 +238,12 @@ def test_a_deny_list_edited_while_the_run_goes_is_honoured(tmp_path):
     try:
         wait_for_line(process, "chain/v1: training", seen)
         (tmp_path / "grid.run.deny").write_text("chain/v3\n")
+        # A second execution run of the same definition would break this one.
+        second = experiments("run", path, "-r")
+        assert second.returncode == 1, explain(second)
+        assert second.stderr.strip() == (f"error: {path}: another execution run of this "
+                                         "definition is going on (wait for it to end, or stop "
+                                         "it)"), explain(second)
         stdout, stderr = process.communicate(timeout=120)
     finally:
         process.kill()

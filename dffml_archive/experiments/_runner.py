@@ -81,6 +81,8 @@ class _Run:
         self.progress = progress
         self.lists = Lists(definition.path, "run" if execute else "test")
         self.outputs = Outputs(definition.directory, record=execute)
+        if execute:
+            self.outputs.hold(definition.path)
         self.done = self.outputs.completed() if execute else {}
         self.results: Dict[str, Result] = {}
         self.models = definition.directory / C.EXPERIMENT_MODELS_DIRECTORY

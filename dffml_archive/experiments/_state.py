@@ -68,6 +68,21 @@ class Outputs:
             for path in (self.log_path, self.output_path):
                 _end_a_cut_line(path)
 
+    def hold(self, definition_path: pathlib.Path) -> None:
+        """Refuse a second execution run of the same definition while this
+        one goes (both would train the same versions into the same
+        directories); the lock goes with the process, however it ends."""
+        import fcntl
+
+        path = self.directory / f".lock-{definition_path.name}"
+        self._lock = open(path, "a+")
+        try:
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self._lock.close()
+            raise ExperimentError(definition_path, "another execution run of this definition "
+                                  "is going on", hint="wait for it to end, or stop it") from None
+
     def log(self, text: str) -> None:
         if self.record:
             stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
