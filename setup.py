@@ -52,6 +52,7 @@ setup(
             "archive = dffml_archive.service:ArchiveService",
             "models = dffml_archive.service:ModelsService",
             "hub = dffml_archive.hub._service:HubService",
+            "experiments = dffml_archive.experiments._service:ExperimentsService",
         ],
         "dffml.model": MODEL_ENTRY_POINTS,
     },

@@ -234,3 +234,23 @@ def hf_cache() -> pathlib.Path:
         "huggingface",
     )
     return pathlib.Path(home) / "hub"
+
+
+# -- experiments (dffml_archive/experiments/) ------------------------------------
+
+#: Where a definition's results go, beside the definition file.
+EXPERIMENT_OUTPUTS_DIRECTORY = "outputs"
+#: Execution mode trains into ``<this>/<experiment>/<version><suffix>/``
+#: beside the definition; test mode into ``outputs/test-models/`` (cleared).
+EXPERIMENT_MODELS_DIRECTORY = "models"
+#: The archive format of a version's model (any extension the engine packs).
+EXPERIMENT_ARCHIVE_NAME = "model.tar.gz"
+#: How much of a failed version's output (stderr) its error line and record keep.
+EXPERIMENT_ERROR_TAIL_CHARS = 2000
+def experiment_timeout_seconds() -> float:
+    """$DFFML_ARCHIVE_EXPERIMENT_TIMEOUT: seconds a version may run before it
+    is stopped as failed (unset or 0: no limit)."""
+    try:
+        return max(0.0, float(os.environ.get("DFFML_ARCHIVE_EXPERIMENT_TIMEOUT", "0") or 0))
+    except ValueError:
+        return 0.0

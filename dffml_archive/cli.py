@@ -134,6 +134,9 @@ def build_parser(prog="python -m dffml_archive") -> argparse.ArgumentParser:
     from .hub._cli import add_hub_parser
 
     add_hub_parser(commands)
+    from .experiments._cli import add_experiments_parser
+
+    add_experiments_parser(commands)
     return parser
 
 
@@ -236,6 +239,12 @@ def _run_hub(args, job):
     return run_hub(args, job)
 
 
+def _run_experiments(args, job):
+    from .experiments._cli import run_experiments_command
+
+    return run_experiments_command(args, job)
+
+
 def format_info(info) -> str:
     import json
 
@@ -269,6 +278,7 @@ _COMMANDS = {
     "inspect": _run_inspect,
     "models": _run_models,
     "hub": _run_hub,
+    "experiments": _run_experiments,
 }
 
 

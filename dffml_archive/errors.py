@@ -24,6 +24,10 @@ __all__ = [
     "ReferenceNotFoundError",
     "BadReferenceError",
     "CorruptBlobError",
+    "ExperimentError",
+    "DefinitionError",
+    "ComputeContextError",
+    "VersionFailedError",
     "ArchiveWarning",
     "UnverifiedArchiveWarning",
     "ArchiveNotUpdatedWarning",
@@ -227,3 +231,24 @@ class HubOfflineError(HubError):
 class HubLockTimeoutError(HubError):
     """Another task or process kept downloading the same file for longer
     than the lock timeout."""
+
+
+class ExperimentError(ArchiveError):
+    """Base class of the experiment runner's errors (``dffml service
+    experiments``).  ``archive`` is the definition file, or the
+    ``experiment/version`` at fault."""
+
+
+class DefinitionError(ExperimentError, ValueError):
+    """The experiment definition (or an allow/deny list) is not valid: the
+    message names the file, the line and the key."""
+
+
+class ComputeContextError(ExperimentError):
+    """A version asks for resources (CPU threads, GPUs, a framework device)
+    that the machine or cluster running it cannot give; raised before
+    training starts."""
+
+
+class VersionFailedError(ExperimentError):
+    """A version's training or accuracy failed (test mode stops at the first)."""
