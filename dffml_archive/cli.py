@@ -227,6 +227,22 @@ def _run_inspect(args, job):
     return format_info(info)
 
 
+def run_async(coroutine):
+    """Run ``coroutine`` to its end from this synchronous command line: here,
+    or in a thread of its own when an event loop already runs (``dffml
+    service ...`` calls :func:`main` inside dffml's loop).  asyncio is
+    imported only now: ``pack`` and ``extract`` never need it."""
+    import asyncio
+    import concurrent.futures
+
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coroutine)
+    with concurrent.futures.ThreadPoolExecutor(1) as thread:
+        return thread.submit(asyncio.run, coroutine).result()
+
+
 def _run_models(args, job):
     from .repository._cli import run_models
 

@@ -24,6 +24,9 @@ from .. import _constants as C
 #: Running children by id, so that a stopping run can end them.
 _RUNNING: Dict[int, subprocess.Popen] = {}
 _RUNNING_LOCK = threading.Lock()
+#: Set by stop_all: a child started after it (its thread was past the last
+#: check) is stopped as soon as it exists.
+_STOPPING = threading.Event()
 
 
 def run_version_process(spec: dict, trust_gpu_resource: bool = False) -> dict:
@@ -61,9 +64,12 @@ def _run_child(spec: dict, env: dict, started: float) -> dict:
             [sys.executable, "-m", "dffml_archive.experiments._child", spec_path, result_path],
             cwd=spec["cwd"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             start_new_session=True,  # its own group: stopping it stops what it started
+            preexec_fn=_die_with_the_runner,
         )
         with _RUNNING_LOCK:
             _RUNNING[child.pid] = child
+            if _STOPPING.is_set():
+                stop(child)
         try:
             output, _ = child.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -97,6 +103,18 @@ def _last_line(text: str) -> str:
     return lines[-1].strip() if lines else ""
 
 
+def _die_with_the_runner() -> None:
+    """In the new child, before it runs: Linux kills it if the runner's
+    thread that started it ends (the runner interrupted, killed, crashed),
+    so no version trains on unwatched."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass  # not Linux: stop_all() still ends children on a clean stop
+
+
 def stop(child: subprocess.Popen) -> None:
     """End a child and everything it started."""
     try:
@@ -107,9 +125,15 @@ def stop(child: subprocess.Popen) -> None:
 
 def stop_all() -> None:
     with _RUNNING_LOCK:
+        _STOPPING.set()
         children = list(_RUNNING.values())
     for child in children:
         stop(child)
+
+
+def allow_starting() -> None:
+    """A new run may start children again (after an earlier stop_all)."""
+    _STOPPING.clear()
 
 
 # -- in the child process ----------------------------------------------------------

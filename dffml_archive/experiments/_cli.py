@@ -6,8 +6,6 @@ Progress goes to stderr while it runs; the summary (a table, or JSON with
 :mod:`dffml_archive.cli`): in test mode the first failed version, in
 execution mode how many failed (after the summary).
 """
-import asyncio
-import concurrent.futures
 import json
 import sys
 
@@ -48,13 +46,9 @@ def add_experiments_parser(commands) -> None:
 
 
 def run_experiments_command(args, job) -> str:
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(_run(args))
-    # Inside dffml's event loop (``dffml service experiments``): our own.
-    with concurrent.futures.ThreadPoolExecutor(1) as thread:
-        return thread.submit(asyncio.run, _run(args)).result()
+    from ..cli import run_async
+
+    return run_async(_run(args))
 
 
 def _progress(line: str) -> None:

@@ -17,7 +17,7 @@ import uuid
 from typing import Dict
 
 from ..errors import ExperimentError
-from ._child import run_version_process, stop_all
+from ._child import allow_starting, run_version_process, stop_all
 
 
 class Executor:
@@ -40,6 +40,7 @@ class LocalExecutor(Executor):
     name = "local"
 
     def __init__(self, jobs: int = 1):
+        allow_starting()
         self.slots = jobs
         self.threads = concurrent.futures.ThreadPoolExecutor(jobs, "dffml-archive-version")
 

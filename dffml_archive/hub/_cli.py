@@ -4,8 +4,6 @@ download | stage | list | verify | prune | remove.
 ``download`` prints the cached file's absolute path as its last line on
 stdout.  Failures are one ``error:`` line (see :mod:`dffml_archive.cli`)."""
 import argparse
-import asyncio
-import concurrent.futures
 import json
 
 COMMANDS_HELP = "download|stage|list|verify|prune|remove"
@@ -59,13 +57,9 @@ def add_hub_parser(commands) -> None:
 
 
 def run_hub(args, job) -> str:
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(_run(args, job.progress))
-    # ``dffml service hub`` runs inside dffml's event loop: ours in a thread.
-    with concurrent.futures.ThreadPoolExecutor(1) as thread:
-        return thread.submit(asyncio.run, _run(args, job.progress)).result()
+    from ..cli import run_async
+
+    return run_async(_run(args, job.progress))
 
 
 async def _run(args, progress) -> str:

@@ -5,8 +5,6 @@ Building the parser imports nothing heavy; a command imports the repository
 ``--json``; failures are one ``error:`` line (see :mod:`dffml_archive.cli`).
 """
 import argparse
-import asyncio
-import concurrent.futures
 import json
 import os
 
@@ -84,14 +82,9 @@ def add_models_parser(commands) -> None:
 
 def run_models(args, job) -> str:
     """Run a ``models`` command; returns what to print."""
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:  # the usual case: no loop here yet
-        return asyncio.run(_run(args, job.progress))
-    # ``dffml service models`` runs inside dffml's event loop: run ours in
-    # a thread of its own (the caller is synchronous, as argparse is).
-    with concurrent.futures.ThreadPoolExecutor(1) as thread:
-        return thread.submit(asyncio.run, _run(args, job.progress)).result()
+    from ..cli import run_async
+
+    return run_async(_run(args, job.progress))
 
 
 async def _run(args, progress) -> str:
