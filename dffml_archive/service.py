@@ -1,4 +1,5 @@
-"""``dffml service archive ...``: the same CLI, reached through dffml.
+"""``dffml service archive|models|hub|experiments ...``: our command line,
+reached through dffml.
 
 dffml parses service arguments with its own conventions, so the whole
 argument list is handed, untouched, to :func:`dffml_archive.cli.main`."""
@@ -23,48 +24,45 @@ class _PassThrough(argparse.Action):
         setattr(namespace, self.dest, values)
 
 
-@config
-class ArchiveServiceConfig:
-    argv: List[str] = field(
-        "pack|extract|verify|inspect and their arguments", action=_PassThrough
-    )
+def pass_through_config(name: str, what: str) -> type:
+    """The config of a pass-through service: one ``argv`` list, described
+    by ``what`` (the commands it takes)."""
+    namespace = {
+        "__module__": __name__,
+        "__annotations__": {"argv": List[str]},
+        "argv": field(f"{what} and their arguments", action=_PassThrough),
+    }
+    return config(type(name, (), namespace))
 
 
-class ArchiveService(CMD):
-    CONFIG = ArchiveServiceConfig
+class PassThroughService(CMD):
+    """A ``dffml service`` whose arguments go, untouched, to
+    ``python -m dffml_archive *COMMAND ...``."""
+
+    COMMAND: List[str] = []
+    PROG = "dffml service"
     CLI_FORMATTER_CLASS = argparse.RawDescriptionHelpFormatter
 
     async def run(self):
-        status = main(list(self.argv), prog=PROG)
+        status = main([*self.COMMAND, *self.argv], prog=self.PROG)
         if status:
             raise SystemExit(status)
         return CMDOutputOverride
 
 
-PROG = "dffml service archive"
-ArchiveService.__doc__ = build_parser(PROG).format_help()
+class ArchiveService(PassThroughService):
+    CONFIG = pass_through_config("ArchiveServiceConfig", "pack|extract|verify|inspect")
+    PROG = "dffml service archive"
 
 
-@config
-class ModelsServiceConfig:
-    argv: List[str] = field(
-        "list|create|log|show|download|push|tag|untag|find|delete|gc|verify and their "
-        "arguments", action=_PassThrough,
-    )
+ArchiveService.__doc__ = build_parser(ArchiveService.PROG).format_help()
 
 
-class ModelsService(CMD):
+class ModelsService(PassThroughService):
     """The versioned model repository: ``dffml service models COMMAND ...``
     (the same as ``python -m dffml_archive models COMMAND ...``)."""
 
-    CONFIG = ModelsServiceConfig
-    CLI_FORMATTER_CLASS = argparse.RawDescriptionHelpFormatter
-
-    async def run(self):
-        status = main(["models", *self.argv], prog=MODELS_PROG)
-        if status:
-            raise SystemExit(status)
-        return CMDOutputOverride
-
-
-MODELS_PROG = "dffml service"
+    CONFIG = pass_through_config(
+        "ModelsServiceConfig", "list|create|log|show|download|push|tag|untag|find|delete|gc|verify"
+    )
+    COMMAND = ["models"]
