@@ -2,9 +2,8 @@
 
 The public surface is what this module exports (``__all__``); everything in
 a module whose name starts with an underscore is private."""
-import importlib
-
 from . import errors as _errors
+from ._lazy import lazy_exports
 from .errors import *  # noqa: F401,F403 (the exceptions and warnings: errors.__all__)
 from .version import __version__
 
@@ -24,19 +23,5 @@ _LAZY_MODULES = {
     "._formats": ("SUPPORTED_EXTENSIONS", "is_archive_path"),
     "._atomic": ("atomic_replace",),
 }
-_LAZY = {name: module for module, names in _LAZY_MODULES.items() for name in names}
-
-__all__ = [*_LAZY, *_errors.__all__, "__version__"]
-
-
-def __getattr__(name):
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'dffml_archive' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module, __name__), name)
-    globals()[name] = value  # later lookups skip __getattr__
-    return value
-
-
-def __dir__():
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__, _names = lazy_exports(globals(), _LAZY_MODULES)
+__all__ = [*_names, *_errors.__all__, "__version__"]

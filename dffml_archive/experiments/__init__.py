@@ -8,7 +8,7 @@ trained into archives, scored, compared (``dffml service experiments``).
 
 See docs/experiments.rst for the definition format.
 """
-import importlib
+from .._lazy import lazy_exports
 
 # Loaded on first use: ``python -m dffml_archive --help`` builds our parser
 # and must not import YAML, Dask or dffml to do it.
@@ -20,19 +20,4 @@ _LAZY_MODULES = {
     "._lists": ("Lists",),
     "._state": ("Outputs",),
 }
-_LAZY = {name: module for module, names in _LAZY_MODULES.items() for name in names}
-
-__all__ = list(_LAZY)
-
-
-def __getattr__(name):
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'dffml_archive.experiments' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module, __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__():
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__, __all__ = lazy_exports(globals(), _LAZY_MODULES)

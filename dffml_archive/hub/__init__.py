@@ -14,7 +14,7 @@ The cache is ``$MODELHUB_PATH`` (default ``~/.modelhub``), one directory per
 framework, original file names, and ``modelhub-lock.json`` recording every
 download.  ``MODELHUB_OFFLINE=1`` forbids every network call.
 """
-import importlib
+from .._lazy import lazy_exports
 
 # Loaded on first use: building the command line parser imports nothing heavy.
 _LAZY_MODULES = {
@@ -24,19 +24,4 @@ _LAZY_MODULES = {
     "._sources": ("Source", "parse_source"),
     "._stage": ("stage_torchvision", "stage_spacy", "stage_tfhub"),
 }
-_LAZY = {name: module for module, names in _LAZY_MODULES.items() for name in names}
-
-__all__ = list(_LAZY)
-
-
-def __getattr__(name):
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'dffml_archive.hub' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module, __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__():
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__, __all__ = lazy_exports(globals(), _LAZY_MODULES)

@@ -12,7 +12,7 @@ rest is reached from it::
     await models.add_tag("production", saved.version)
     model = await (await models.get_model_image(tag="production")).get_model()
 """
-import importlib
+from .._lazy import lazy_exports
 
 # Loaded on first use: the model layer checks every location for ``models:``
 # (``_names``), and must not import SQLAlchemy to do it.
@@ -22,19 +22,4 @@ _LAZY_MODULES = {
     "._maintenance": ("GcReport", "Damage", "gc", "verify"),
     "._names": ("Reference", "parse_reference", "parse_location", "is_repository_location"),
 }
-_LAZY = {name: module for module, names in _LAZY_MODULES.items() for name in names}
-
-__all__ = list(_LAZY)
-
-
-def __getattr__(name):
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'dffml_archive.repository' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module, __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__():
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__, __all__ = lazy_exports(globals(), _LAZY_MODULES)
