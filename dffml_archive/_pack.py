@@ -343,7 +343,15 @@ def pack_directory(
     manifest = Manifest([entry.manifest_member() for entry in entries], model=model)
     manifest_bytes = manifest.to_bytes()
     held = contextlib.nullcontext() if caller_holds_lock else archive_lock(archive)
-    with held, atomic_write(archive) as raw:
+    with held:
+        _write_archive(archive, fmt, level, manifest_bytes, entries, job)
+    return manifest
+
+
+def _write_archive(archive, fmt: Format, level, manifest_bytes, entries, job) -> None:
+    """Write the hashed ``entries`` after the manifest, atomically (the
+    caller holds the archive's lock)."""
+    with atomic_write(archive) as raw:
         if fmt.container == "zip":
             _write_zip(raw, manifest_bytes, entries, job, archive, level)
         else:
@@ -353,7 +361,6 @@ def pack_directory(
             finally:
                 stream.close()
     job.finish()
-    return manifest
 
 
 def _hash_files(entries, job, archive, for_zip):
@@ -392,16 +399,8 @@ def pack_stored(stored, archive, manifest_bytes: bytes, *, level=None, job=None,
     for (member, _), entry in zip(stored, entries):
         if member.type == FILE and entry.sha256 != member.sha256:
             raise mismatch(member, entry.sha256)
-    with archive_lock(archive), atomic_write(archive) as raw:
-        if fmt.container == "zip":
-            _write_zip(raw, manifest_bytes, entries, job, archive, level)
-        else:
-            stream = fmt.open_writer(raw, level)
-            try:
-                _write_tar(stream, manifest_bytes, entries, job, archive)
-            finally:
-                stream.close()
-    job.finish()
+    with archive_lock(archive):
+        _write_archive(archive, fmt, level, manifest_bytes, entries, job)
 
 
 def scanned_tree(directory, subject):
@@ -414,15 +413,3 @@ def scanned_tree(directory, subject):
     return [(entry.manifest_member(), entry.path if entry.type == FILE else None)
             for entry in _scan(directory, subject)]
 
-
-def hashed_tree(directory, subject, *, job=None):
-    """:func:`scanned_tree` with every file's sha256."""
-    job = job or Job()
-    directory = os.fspath(directory)
-    if not os.path.isdir(directory):
-        raise ArchiveSourceError(subject, f"{directory!r} is not a directory")
-    entries = _scan(directory, subject)
-    _hash_files(entries, job, subject, for_zip=False)
-    job.finish()
-    return [(entry.manifest_member(), entry.path if entry.type == FILE else None)
-            for entry in entries]
