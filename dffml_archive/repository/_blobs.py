@@ -167,12 +167,22 @@ class LocalBlobStore(BlobStore):
         with self._errors("cannot read the blob store"):
             return await in_thread(self._missing, list(digests))
 
-    def _put_file(self, path, digest: str, take: bool) -> int:
+    def _partial(self, kind: str) -> pathlib.Path:
+        """A new temporary name in ``tmp`` (gc removes abandoned ones)."""
+        self.temporary.mkdir(parents=True, exist_ok=True)
+        return self.temporary / f"blob-{kind}-{os.getpid()}-{time.monotonic_ns()}"
+
+    def _publish(self, partial: pathlib.Path, digest: str) -> None:
+        """Give the whole, synced, verified ``partial`` its blob's name."""
         target = self.path(digest)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.chmod(partial, 0o444)
+        os.replace(partial, target)
+        fsync_directory(target.parent)
+
+    def _put_file(self, path, digest: str, take: bool) -> int:
         with self._errors(f"cannot store {os.fspath(path)!r}"):
-            target.parent.mkdir(parents=True, exist_ok=True)
-            self.temporary.mkdir(parents=True, exist_ok=True)
-            partial = self.temporary / f"blob-{digest[:16]}-{os.getpid()}-{time.monotonic_ns()}"
+            partial = self._partial(digest[:16])
             try:
                 if take and self._link(path, partial):
                     actual, size = _hash_file(partial), os.stat(partial).st_size
@@ -183,62 +193,43 @@ class LocalBlobStore(BlobStore):
                         os.fsync(out.fileno())
                 if actual != digest:
                     raise BlobMismatch(digest, actual)
-                os.chmod(partial, 0o444)
-                os.replace(partial, target)
+                self._publish(partial, digest)
             finally:
-                if partial.exists():
-                    partial.unlink()
-            fsync_directory(target.parent)
+                _remove_if_left(partial)
         return size
 
     def _ingest(self, path, buffer: bytearray, job, take: bool) -> Tuple[str, int, int]:
         """Read ``path`` once, copying and hashing together; keep the copy
         only if the store lacks that blob.  ``take``: link instead of
         copying where the file system allows (a tree of ours)."""
-        self.temporary.mkdir(parents=True, exist_ok=True)
-        partial = self.temporary / f"blob-ingest-{os.getpid()}-{time.monotonic_ns()}"
-        if take and self._link(path, partial):
-            return self._keep_linked(partial)
+        partial = self._partial("ingest")
         try:
-            with open(path, "rb") as source, open(partial, "xb") as out:
-                before = os.fstat(source.fileno())
-                actual, size = _copy_hashing(source, out, buffer, job)
-                after = os.fstat(source.fileno())
-                if size != after.st_size or (before.st_size, before.st_mtime_ns) != (
-                    after.st_size, after.st_mtime_ns
-                ):
-                    raise SourceChanged(path)
-                target = self.path(actual)
-                if self._missing([actual]):
-                    out.flush()
-                    os.fsync(out.fileno())
-                    new = True
-                else:
-                    new = False
+            if take and self._link(path, partial):
+                actual, size = _hash_file(partial), os.stat(partial).st_size
+                new = bool(self._missing([actual]))
+            else:
+                actual, size, new = self._copy_for_ingest(path, partial, buffer, job)
             if new:
-                target.parent.mkdir(parents=True, exist_ok=True)
-                os.chmod(partial, 0o444)
-                os.replace(partial, target)
-                fsync_directory(target.parent)
+                self._publish(partial, actual)
         finally:
-            if partial.exists():
-                partial.unlink()
+            _remove_if_left(partial)
         return actual, size, size if new else 0
 
-    def _keep_linked(self, partial: pathlib.Path) -> Tuple[str, int, int]:
-        try:
-            actual, size = _hash_file(partial), os.stat(partial).st_size
+    def _copy_for_ingest(self, path, partial, buffer, job) -> Tuple[str, int, bool]:
+        """(sha256, size, whether the store lacks it: then synced)."""
+        with open(path, "rb") as source, open(partial, "xb") as out:
+            before = os.fstat(source.fileno())
+            actual, size = _copy_hashing(source, out, buffer, job)
+            after = os.fstat(source.fileno())
+            if size != after.st_size or (before.st_size, before.st_mtime_ns) != (
+                after.st_size, after.st_mtime_ns
+            ):
+                raise SourceChanged(path)
             new = bool(self._missing([actual]))
             if new:
-                target = self.path(actual)
-                target.parent.mkdir(parents=True, exist_ok=True)
-                os.chmod(partial, 0o444)
-                os.replace(partial, target)
-                fsync_directory(target.parent)
-        finally:
-            if partial.exists():
-                partial.unlink()
-        return actual, size, size if new else 0
+                out.flush()
+                os.fsync(out.fileno())
+        return actual, size, new
 
     async def ingest(self, paths, *, job=None, take: bool = False):
         def ingest_all():
@@ -337,6 +328,11 @@ class LocalBlobStore(BlobStore):
                 freed += st.st_size
                 os.unlink(entry.path)
         return freed
+
+
+def _remove_if_left(path: pathlib.Path) -> None:
+    if path.exists():
+        path.unlink()
 
 
 def _tree_size(path) -> int:
