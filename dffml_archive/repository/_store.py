@@ -369,18 +369,24 @@ class ModelRepository:
             row = await self._version_row(db, version, None)
             if row is None:
                 raise self._not_found(version, None)
-            previous = (await db.execute(
-                select(S.versions.c.version)
-                .join(S.tags, S.tags.c.version_id == S.versions.c.id)
-                .where(and_(S.tags.c.repository_id == self.id, S.tags.c.tag == tag))
-            )).scalar()
-            await db.execute(delete(S.tags).where(
-                and_(S.tags.c.repository_id == self.id, S.tags.c.tag == tag)
-            ))
+            previous = await self._untag(db, tag)
             await db.execute(insert(S.tags).values(
                 repository_id=self.id, tag=tag, version_id=row.id
             ))
             await self._log(db, "tag", version=version, tag=tag, previous_version=previous)
+        return previous
+
+    async def _untag(self, db, tag: str) -> Optional[int]:
+        """Remove ``tag`` (inside the caller's transaction); the version it
+        pointed at, or None."""
+        previous = (await db.execute(
+            select(S.versions.c.version)
+            .join(S.tags, S.tags.c.version_id == S.versions.c.id)
+            .where(and_(S.tags.c.repository_id == self.id, S.tags.c.tag == tag))
+        )).scalar()
+        await db.execute(delete(S.tags).where(
+            and_(S.tags.c.repository_id == self.id, S.tags.c.tag == tag)
+        ))
         return previous
 
     async def remove_tag(self, tag: str) -> int:
@@ -388,16 +394,9 @@ class ModelRepository:
         checked_tag(tag, settable=True)
         async with self.store.transaction() as db:
             await self._lock(db)
-            previous = (await db.execute(
-                select(S.versions.c.version)
-                .join(S.tags, S.tags.c.version_id == S.versions.c.id)
-                .where(and_(S.tags.c.repository_id == self.id, S.tags.c.tag == tag))
-            )).scalar()
+            previous = await self._untag(db, tag)
             if previous is None:
-                raise self._not_found(None, tag)
-            await db.execute(delete(S.tags).where(
-                and_(S.tags.c.repository_id == self.id, S.tags.c.tag == tag)
-            ))
+                raise self._not_found(None, tag)  # rolls back: nothing was removed
             await self._log(db, "untag", tag=tag, previous_version=previous)
         return previous
 
