@@ -129,3 +129,4 @@ class HubServer:
         headers = {"X-Repo-Commit": repo["commit"], "ETag": f'"{etag}"',
                    "X-Linked-Etag": f'"{etag}"', "X-Linked-Size": str(len(body))}
         return key, headers
+

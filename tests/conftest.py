@@ -144,3 +144,13 @@ def repository_backend(request, monkeypatch):
     monkeypatch.setenv("DFFML_ARCHIVE_REPOSITORY_BLOBS",
                        f"{servers['DFFML_ARCHIVE_REPOSITORY_BLOBS']}/t-{secrets.token_hex(6)}")
     return "servers"
+
+
+@pytest.fixture
+def server():
+    """A loopback hub server (tests/_hub_server.py) for the test, closed after it."""
+    from _hub_server import HubServer
+
+    served = HubServer()
+    yield served
+    served.close()

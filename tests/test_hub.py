@@ -11,7 +11,6 @@ import sys
 import pytest
 
 from _e2e_helpers import DFFML
-from _hub_server import HubServer
 from dffml_archive.errors import (
     HubDownloadError, HubIntegrityError, HubOfflineError, HubSourceError,
 )
@@ -20,13 +19,6 @@ from dffml_archive.hub import HubCache, HuggingFaceHub, StorageType, hub_for, pa
 BODY = os.urandom(3 * (1 << 20) + 12345)
 SHA = hashlib.sha256(BODY).hexdigest()
 FAST = dict(attempts=3, backoff=0.01, timeout=5)
-
-
-@pytest.fixture
-def server():
-    served = HubServer()
-    yield served
-    served.close()
 
 
 @pytest.fixture(autouse=True)

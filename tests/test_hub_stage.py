@@ -8,20 +8,12 @@ import tarfile
 import numpy
 import pytest
 
-from _hub_server import HubServer
 from dffml import Feature, Features, Record, predict
 from dffml_archive import load_model
 from dffml_archive.errors import HubError
 from dffml_archive.hub import hub_for
 
 CLASSES = [f"c{index:03d}" for index in range(1000)]  # resnet18's own head
-
-
-@pytest.fixture
-def server():
-    served = HubServer()
-    yield served
-    served.close()
 
 
 @pytest.fixture(autouse=True)
