@@ -79,10 +79,11 @@ def link_copy(source: pathlib.Path, target: pathlib.Path) -> pathlib.Path:
 
 
 def store_bytes(root: pathlib.Path) -> int:
-    from dffml_archive.repository._database import database_files
+    from dffml_archive.repository._database import DATABASE_FILE
 
     blobs, _ = B.tree_bytes(root / "blobs")
-    return blobs + sum(os.path.getsize(path) for path in database_files(root))
+    database = [root / f"{DATABASE_FILE}{suffix}" for suffix in ("", "-wal", "-shm")]
+    return blobs + sum(os.path.getsize(path) for path in database if path.exists())
 
 
 # --------------------------------------------------------------------------
@@ -224,9 +225,10 @@ def _matches(index: int, accuracy: float) -> bool:
 def core_fill(loop, store, layout, template, rng, first_index: int) -> int:
     """Insert ``count`` versions per (name, count) of ``layout`` into the
     store's tables with SQLAlchemy Core, as saves would (repository, image,
-    image_blobs, version, event; every 50th version row tagged), in one
-    transaction of a few bulk inserts; returns the selector's matches."""
-    from sqlalchemy import insert, select, update
+    image_blobs, version, event; every 50th new version row tagged), in one
+    transaction of a few bulk inserts; returns the selector's matches.
+    (bench_scaleout calls it once per chunk of a larger layout.)"""
+    from sqlalchemy import func, insert, select, update
 
     from dffml_archive.repository import _schema as S
 
@@ -242,6 +244,8 @@ def core_fill(loop, store, layout, template, rng, first_index: int) -> int:
             if new:
                 await db.execute(insert(S.repositories), new)
             rows = {row.name: row for row in await db.execute(select(S.repositories))}
+            before = (await db.execute(select(func.coalesce(func.max(S.versions.c.id), 0))
+                                       )).scalar()
             tables, matches = _fill_rows(layout, rows, template, rng, first_index)
             for table in (S.images, S.image_blobs, S.versions, S.events):
                 await db.execute(insert(table), tables[table.name])
@@ -251,7 +255,7 @@ def core_fill(loop, store, layout, template, rng, first_index: int) -> int:
                                  .values(next_version=rows[name].next_version + count))
             tagged = (await db.execute(
                 select(S.versions.c.id, S.versions.c.repository_id, S.versions.c.version)
-                .where(S.versions.c.id % 50 == 0))).all()
+                .where((S.versions.c.id > before) & (S.versions.c.id % 50 == 0)))).all()
             if tagged:
                 await db.execute(insert(S.tags), [
                     dict(repository_id=repository_id, tag=f"release-{version}", version_id=vid)

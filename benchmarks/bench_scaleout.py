@@ -35,7 +35,7 @@ if __package__ in (None, ""):  # run as a file: make "benchmarks" importable
 
 from benchmarks import _common as B  # noqa: E402
 from benchmarks.bench_repository import (  # noqa: E402
-    FIND_EXPRESSION, _fill_rows, api_sample, make_model,
+    FIND_EXPRESSION, api_sample, core_fill, make_model,
 )
 
 MANY = 100_000
@@ -227,42 +227,12 @@ def measure_pushes(loop, services, work: pathlib.Path, files: int, mb: int, repe
 
 
 def pg_fill(loop, store, layout, template, rng, first_index: int) -> int:
-    """``layout`` (name, count) inserted with SQLAlchemy Core in chunks of
-    FILL_CHUNK versions (one transaction each), as saves would write them;
-    every 50th new version row tagged.  Returns the selector's matches."""
-    from sqlalchemy import func, insert, select, update
-
-    from dffml_archive.repository import _schema as S
-
-    async def chunk(part, index):
-        async with store.transaction() as db:
-            known = {row.name for row in await db.execute(select(S.repositories.c.name))}
-            new = [dict(name=name, namespace=name.split("/", 1)[0], created=time.time(),
-                        next_version=1) for name, _ in part if name not in known]
-            if new:
-                await db.execute(insert(S.repositories), new)
-            rows = {row.name: row for row in await db.execute(select(S.repositories))}
-            before = (await db.execute(select(func.coalesce(func.max(S.versions.c.id), 0))
-                                       )).scalar()
-            tables, matches = _fill_rows(part, rows, template, rng, index)
-            for table in (S.images, S.image_blobs, S.versions, S.events):
-                await db.execute(insert(table), tables[table.name])
-            for name, count in part:
-                await db.execute(update(S.repositories)
-                                 .where(S.repositories.c.id == rows[name].id)
-                                 .values(next_version=rows[name].next_version + count))
-            tagged = (await db.execute(
-                select(S.versions.c.id, S.versions.c.repository_id, S.versions.c.version)
-                .where((S.versions.c.id > before) & (S.versions.c.id % 50 == 0)))).all()
-            if tagged:
-                await db.execute(insert(S.tags), [
-                    dict(repository_id=repository_id, tag=f"release-{version}", version_id=vid)
-                    for vid, repository_id, version in tagged])
-        return matches
-
+    """``layout`` (name, count) inserted by bench_repository's core_fill in
+    chunks of FILL_CHUNK versions (one transaction each), then the planner's
+    statistics refreshed.  Returns the selector's matches."""
     matches, index = 0, first_index
     for part in _chunks(layout):
-        matches += loop.run_until_complete(chunk(part, index))
+        matches += core_fill(loop, store, part, template, rng, index)
         index += sum(count for _, count in part)
     loop.run_until_complete(_analyze(store))
     return matches
