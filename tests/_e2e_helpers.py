@@ -189,6 +189,17 @@ def our_models_in(modules) -> Dict[str, str]:
     }
 
 
+#: Sentences with entity spans (start, end, label) for the spaCy tests.
+NER_TRAIN = [
+    ("I went to Switzerland.", [(10, 21, "LOC")]),
+    ("I like India and Japan.", [(7, 12, "LOC"), (17, 22, "LOC")]),
+    ("Who is Albert Einstein?", [(7, 22, "PERSON")]),
+    ("World needs Nikola Tesla.", [(12, 24, "PERSON")]),
+    ("Marie Curie lived in France.", [(0, 11, "PERSON"), (21, 27, "LOC")]),
+    ("We flew to Canada with Ada Lovelace.", [(11, 17, "LOC"), (23, 35, "PERSON")]),
+]
+
+
 # -- the real dffml CLI ----------------------------------------------------------
 
 

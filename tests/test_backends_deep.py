@@ -54,7 +54,7 @@ from _e2e_helpers import create_predict_dataflow_with_the_cli
 from _e2e_helpers import run_dataflow_on_one_record_with_the_cli
 from _e2e_helpers import model_entry_points, move_the_archive, our_models_in
 from _e2e_helpers import check_example_prints_its_output_and_leaves_its_archives
-from _e2e_helpers import examples_included_by_page, without_timestamps
+from _e2e_helpers import NER_TRAIN, examples_included_by_page, without_timestamps
 
 FORMATS = (".tar.gz", ".zip")
 
@@ -227,14 +227,6 @@ NETWORK = {
 #: A pretrained network's new last layer (``-model-layers @layers.json``).
 LAYERS = {"fc": {"layer_type": "Linear", "in_features": 512, "out_features": 2}}
 
-NER_TRAIN = [
-    ("I went to Switzerland.", [(10, 21, "LOC")]),
-    ("I like India and Japan.", [(7, 12, "LOC"), (17, 22, "LOC")]),
-    ("Who is Albert Einstein?", [(7, 22, "PERSON")]),
-    ("World needs Nikola Tesla.", [(12, 24, "PERSON")]),
-    ("Marie Curie lived in France.", [(0, 11, "PERSON"), (21, 27, "LOC")]),
-    ("We flew to Canada with Ada Lovelace.", [(11, 17, "LOC"), (23, 35, "PERSON")]),
-]
 NER_TEST = ["Albert Einstein went to Japan.", "Nikola Tesla liked India.", "Nothing here."]
 
 TEXT_POSITIVE = ["good great fine", "great movie", "really good", "fine and good",

@@ -21,21 +21,13 @@ from dffml_archive import _atomic
 from dffml_archive.models.spacyner import SpacyNERModel
 from dffml_archive.models.vwmodel import VWModel
 
-from _e2e_helpers import dffml_cli, parse_records, write_csv
+from _e2e_helpers import NER_TRAIN, dffml_cli, parse_records, write_csv
 
 REGRESSION_TRAIN = [{"x": x / 2, "y": x + 1.0} for x in range(20)]
 REGRESSION_TEST = [{"x": 1.0}, {"x": 4.5}, {"x": 8.0}]
 VW_OPTIONS = ["-model-features", "x:float:1", "-model-predict", "y:float:1",
               "-model-passes", "10", "-model-learning_rate", "10.0"]
 
-NER_TRAIN = [
-    ("I went to Switzerland.", [(10, 21, "LOC")]),
-    ("I like India and Japan.", [(7, 12, "LOC"), (17, 22, "LOC")]),
-    ("Who is Albert Einstein?", [(7, 22, "PERSON")]),
-    ("World needs Nikola Tesla.", [(12, 24, "PERSON")]),
-    ("Marie Curie lived in France.", [(0, 11, "PERSON"), (21, 27, "LOC")]),
-    ("We flew to Canada with Ada Lovelace.", [(11, 17, "LOC"), (23, 35, "PERSON")]),
-]
 NER_ROWS = [{"sentence": text, "entities": json.dumps(spans)} for text, spans in NER_TRAIN]
 NER_TEST = ["Albert Einstein went to Japan.", "Nikola Tesla liked India."]
 

@@ -365,16 +365,22 @@ class ModelRepository:
         checked_tag(tag, settable=True)
         checked_version(version)
         async with self.store.transaction() as db:
-            await self._lock(db)
-            row = await self._version_row(db, version, None)
-            if row is None:
-                raise self._not_found(version, None)
+            row = await self._locked_version(db, version)
             previous = await self._untag(db, tag)
             await db.execute(insert(S.tags).values(
                 repository_id=self.id, tag=tag, version_id=row.id
             ))
             await self._log(db, "tag", version=version, tag=tag, previous_version=previous)
         return previous
+
+    async def _locked_version(self, db, version: int):
+        """The row of ``version``, this repository's changes locked (see
+        :meth:`_lock`); ReferenceNotFoundError if there is no such version."""
+        await self._lock(db)
+        row = await self._version_row(db, version, None)
+        if row is None:
+            raise self._not_found(version, None)
+        return row
 
     async def _untag(self, db, tag: str) -> Optional[int]:
         """Remove ``tag`` (inside the caller's transaction); the version it
@@ -405,10 +411,7 @@ class ModelRepository:
         gc once no other version uses them.  Its number is never reused."""
         checked_version(version)
         async with self.store.transaction() as db:
-            await self._lock(db)
-            row = await self._version_row(db, version, None)
-            if row is None:
-                raise self._not_found(version, None)
+            row = await self._locked_version(db, version)
             tags = (await self._tags_of(db, [row.id])).get(row.id, [])
             await db.execute(delete(S.versions).where(S.versions.c.id == row.id))
             await self._log(db, "delete", version=version)
