@@ -66,6 +66,9 @@ LOCK_WAIT_NOTICE_SECONDS = 1.0
 MAX_MANIFEST_BYTES = 64 << 20
 MAX_NAME_BYTES = 4096
 MAX_COMPONENT_BYTES = 255
+#: A model option written ``archive:PATH`` names PATH inside the model itself
+#: (resolved against wherever it is opened: dffml_archive/_config_paths.py).
+ARCHIVE_PATH_PREFIX = "archive:"
 
 
 def _env_int(name, default):
@@ -234,6 +237,15 @@ def hf_cache() -> pathlib.Path:
         "huggingface",
     )
     return pathlib.Path(home) / "hub"
+
+
+def tfhub_cache() -> pathlib.Path:
+    """tensorflow_hub's module cache, as it computes it for compressed
+    modules (``$TFHUB_CACHE_DIR``, else ``<temp>/tfhub_modules``)."""
+    import tempfile
+
+    return pathlib.Path(os.environ.get("TFHUB_CACHE_DIR")
+                        or os.path.join(tempfile.gettempdir(), "tfhub_modules"))
 
 
 # -- experiments (dffml_archive/experiments/) ------------------------------------

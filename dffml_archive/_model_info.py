@@ -13,7 +13,8 @@ of it is used or shown::
       "class":      "module:QualName",      # optional
       "extra":      "<extra of dffml-archive>" | null,
       "config":     {"<option>": <exported JSON value>, ...},
-      "versions":   {"<distribution>": "<version>" | null, ...}
+      "versions":   {"<distribution>": "<version>" | null, ...},
+      "trained":    false                    # optional: a staged, untrained model
     }
 """
 import re
@@ -73,6 +74,9 @@ def checked_model_info(archive, model) -> dict:
     _check_extra(model.get("extra"), refuse)
     if not isinstance(model.get("config", {}), dict):
         refuse("config", f"is {_described(model['config'])}, not an object of options")
+    if model.get("trained", False) is not False:
+        refuse("trained", f"is {_described(model['trained'])}; only false may be written "
+               "(a staged model; a trained one has no such field)")
     versions = model.get("versions", {})
     if not isinstance(versions, dict) or not all(
         isinstance(version, (str, type(None))) for version in versions.values()

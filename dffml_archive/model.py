@@ -33,6 +33,7 @@ from dffml.model.model import ModelNotTrained
 from dffml.util.data import export_dict
 
 from ._atomic import is_writable
+from ._config_paths import resolve_archive_paths, stored_archive_path
 from ._dffml_cli import install_one_line_errors
 from ._formats import is_archive_path
 from .repository._names import is_repository_location
@@ -300,26 +301,39 @@ class ArchiveModel(Model):
                 "missing model options " + options,
                 hint="give them, or point -model-location at a trained model archive",
             )
+        values = resolve_archive_paths(values, directory, self.config.location)
         return self.INNER.CONFIG(directory=directory, **values)
 
     def model_info(self, inner: Model) -> dict:
         """What the manifest records: entry point, upstream name and class,
         pip extra, the full config (without the directory) and versions."""
-        values = dataclasses.asdict(inner.config)  # deep copies
+        return self.describe(dataclasses.asdict(inner.config), inner.config.directory)
+
+    @classmethod
+    def describe(cls, values: Dict[str, Any], directory=None) -> dict:
+        """:meth:`model_info` of the config ``values`` (those given: a
+        staged, untrained model stores only its own); paths inside
+        ``directory`` are stored as ``archive:PATH``."""
+        fields = {f.name: f for f in cls.inner_fields()}
+        unknown = sorted(set(values) - set(fields) - {"directory"})
+        if unknown:
+            raise ArchiveError(cls.ENTRY_POINT_ORIG_LABEL, "has no option "
+                               + ", ".join(f"-model-{name}" for name in unknown))
         config = {
-            f.name: self.ADAPTER.config_value_to_json(f, values[f.name])
-            for f in self.inner_fields()
+            name: cls.ADAPTER.config_value_to_json(
+                fields[name], stored_archive_path(values[name], directory))
+            for name in fields if name in values
         }
         versions = created_by()
-        if self.ADAPTER.distribution not in versions:  # each lookup scans sys.path
-            versions[self.ADAPTER.distribution] = _distribution_version(
-                self.ADAPTER.distribution
+        if cls.ADAPTER.distribution not in versions:  # each lookup scans sys.path
+            versions[cls.ADAPTER.distribution] = _distribution_version(
+                cls.ADAPTER.distribution
             )
         return {
-            "entrypoint": self.ENTRY_POINT_ORIG_LABEL,
-            "upstream": self.UPSTREAM,
-            "class": self.INNER_PATH,
-            "extra": self.ADAPTER.extra,
+            "entrypoint": cls.ENTRY_POINT_ORIG_LABEL,
+            "upstream": cls.UPSTREAM,
+            "class": cls.INNER_PATH,
+            "extra": cls.ADAPTER.extra,
             "config": config,
             "versions": versions,
         }
@@ -345,6 +359,13 @@ class ArchiveModel(Model):
                 f"no trained model archive here, so it cannot {action}",
                 hint="train first: dffml train ... -model-location "
                 + shlex.quote(str(self.config.location)),
+            )
+        if (self.working_copy.manifest.model or {}).get("trained") is False:
+            raise ModelArchiveNotFound(
+                self.config.location,
+                f"holds a staged model that was never trained, so it cannot {action}",
+                hint=f"train it first: dffml train -model {self.ENTRY_POINT_ORIG_LABEL} "
+                f"-model-location {shlex.quote(str(self.config.location))} -sources ...",
             )
 
     def require_writable_location(self) -> None:

@@ -353,3 +353,28 @@ def check_example_prints_its_output_and_leaves_its_archives(
         info = asyncio.run(dffml_archive.inspect(cwd / relative))
         assert info.manifest.model["entrypoint"] == entrypoint
 
+
+TEXT_POSITIVE = ["good great fine", "great movie", "really good", "fine and good",
+                 "wonderful great", "good good"]
+TEXT_NEGATIVE = ["bad awful", "terrible bad", "awful movie", "really bad",
+                 "bad and terrible", "awful awful"]
+TEXT_TEST = ["good movie", "terrible awful", "great and wonderful"]
+
+
+def write_embedding(path: pathlib.Path) -> pathlib.Path:
+    """A tiny text embedding SavedModel (hashed words -> 8 numbers), the kind
+    of model ``-model-model_path`` names."""
+    import tensorflow as tf
+
+    class Embedding(tf.Module):
+        def __init__(self):
+            super().__init__()
+            self.table = tf.Variable(tf.random.stateless_normal([64, 8], seed=[1, 2]))
+
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
+        def __call__(self, text):
+            words = tf.strings.split(tf.strings.lower(text))
+            return tf.reduce_mean(tf.gather(self.table, tf.strings.to_hash_bucket_fast(words, 64)), axis=1)
+
+    tf.saved_model.save(Embedding(), str(path))
+    return path

@@ -49,6 +49,7 @@ from dffml_archive.backends import _table
 
 from _e2e_helpers import CLI_TIMEOUT, EXAMPLES, REPO, dffml_cli, parse_records, same, tree
 from _e2e_helpers import check_stored_model, keyed_predictions, write_csv
+from _e2e_helpers import TEXT_NEGATIVE, TEXT_POSITIVE, TEXT_TEST, write_embedding
 from _e2e_helpers import predict_through_the_dataflow_operation
 from _e2e_helpers import create_predict_dataflow_with_the_cli
 from _e2e_helpers import run_dataflow_on_one_record_with_the_cli
@@ -229,13 +230,6 @@ LAYERS = {"fc": {"layer_type": "Linear", "in_features": 512, "out_features": 2}}
 
 NER_TEST = ["Albert Einstein went to Japan.", "Nikola Tesla liked India.", "Nothing here."]
 
-TEXT_POSITIVE = ["good great fine", "great movie", "really good", "fine and good",
-                 "wonderful great", "good good"]
-TEXT_NEGATIVE = ["bad awful", "terrible bad", "awful movie", "really bad",
-                 "bad and terrible", "awful awful"]
-TEXT_TEST = ["good movie", "terrible awful", "great and wonderful"]
-
-
 def write_images(root: pathlib.Path) -> None:
     """8x8 RGB PNGs: dark and light ones, labelled by folder; unlabelled test ones."""
     import cv2
@@ -253,25 +247,6 @@ def write_images(root: pathlib.Path) -> None:
     (root / "test").mkdir()
     for index, base in enumerate((30, 220)):
         cv2.imwrite(str(root / "test" / f"{index}.png"), image(base))
-
-
-def write_embedding(path: pathlib.Path) -> pathlib.Path:
-    """A tiny text embedding SavedModel (hashed words -> 8 numbers), the kind
-    of model ``-model-model_path`` names."""
-    import tensorflow as tf
-
-    class Embedding(tf.Module):
-        def __init__(self):
-            super().__init__()
-            self.table = tf.Variable(tf.random.stateless_normal([64, 8], seed=[1, 2]))
-
-        @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
-        def __call__(self, text):
-            words = tf.strings.split(tf.strings.lower(text))
-            return tf.reduce_mean(tf.gather(self.table, tf.strings.to_hash_bucket_fast(words, 64)), axis=1)
-
-    tf.saved_model.save(Embedding(), str(path))
-    return path
 
 
 def _json_records(rows: List[dict]) -> dict:

@@ -16,7 +16,9 @@ Quirks, and what we do about them:
   needs neither ``model_path`` nor the network, so it works after the
   original embedding is moved or deleted.
 * ``model_path`` defaults to a tfhub.dev URL: *training* then downloads
-  it.  Offline, pass a local SavedModel directory.
+  it.  Offline, pass a local SavedModel directory, or ``archive:embedding``
+  for a module the model hub staged inside the archive (resolved by the
+  model layer: dffml_archive/_config_paths.py).
 * ``add_layers``/``layers``: upstream's config turns the layer strings into
   live Keras layers, which no manifest can store; refused with a clear
   error rather than failing after training.

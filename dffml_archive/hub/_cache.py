@@ -42,6 +42,8 @@ class CacheEntry:
     revision: Optional[str] = None
     commit: Optional[str] = None
     unpacked: Optional[str] = None
+    #: the framework cache a verified copy was taken from (no download)
+    origin: Optional[str] = None
 
     def to_json(self) -> dict:
         return dataclasses.asdict(self)

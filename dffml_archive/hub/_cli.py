@@ -138,7 +138,9 @@ async def _list(cache, args, progress):
     from ..cli import _human
 
     return "\n".join(f"{e['path']}  {_human(e['size'])}  sha256:{e['sha256'][:12]}  {e['source']}"
-                     + (f"@{e['commit'][:12]}" if e.get("commit") else "") for e in entries)
+                     + (f"@{e['commit'][:12]}" if e.get("commit") else "")
+                     + (f"  (copied from {e['origin']})" if e.get("origin") else "")
+                     for e in entries)
 
 
 async def _verify(cache, args, progress):

@@ -136,7 +136,8 @@ class ModelHub(abc.ABC):
             except HubError as error:
                 warnings.warn(f"ignored {candidate} in the framework's cache: {error}")
                 return None
-            return await self._record(source, relative, url, digest, **extra)
+            return await self._record(source, relative, url, digest, origin=str(candidate),
+                                      **extra)
 
     async def _unpacked(self, entry: CacheEntry) -> pathlib.Path:
         from .._formats import is_archive_path
@@ -207,11 +208,15 @@ class UrlHub(ModelHub):
         entry = self._hit(relative, sha256)
         if entry is not None:
             return entry
-        entry = await self._from_framework_cache(
-            source, self.framework_cache_file(source), relative, source.url, expected)
+        entry = await self._from_framework(source, relative, expected, sha256)
         if entry is not None:
             return entry
         return await self._fetch_locked(source, relative, source.url, expected, sha256)
+
+    async def _from_framework(self, source, relative, expected, sha256):
+        """A verified copy from the framework's own cache, or None."""
+        return await self._from_framework_cache(
+            source, self.framework_cache_file(source), relative, source.url, expected)
 
 
 class TorchHub(UrlHub):
@@ -283,6 +288,28 @@ class TFHub(UrlHub):
             source = Source(source.text, source.kind, source.framework,
                             url=source.url + "?tf-hub-format=compressed")
         return await super()._download(source, sha256)
+
+    async def _from_framework(self, source, relative, expected, sha256):
+        """tensorflow_hub's cache keeps modules unpacked and unchecksummed
+        (see ``_tfhub``): one is taken only when no sha256 is asked for and
+        TensorFlow vouches for it, then packed into our cache."""
+        from ._tfhub import cached_module, copy_checked_module
+
+        handle = source.text.partition(":")[2]  # what the user gives tensorflow_hub
+        module = None if sha256 else cached_module(handle)
+        if module is None:
+            return None
+        async with self.cache.locked(relative, relative):
+            entry = self._hit(relative, None)
+            if entry is not None:
+                return entry
+            target = self.cache.path_of(relative)
+            try:
+                digest = await in_thread(copy_checked_module, module, target, str(module))
+            except HubError as error:
+                warnings.warn(f"ignored {module} in TensorFlow Hub's cache: {error}")
+                return None
+            return await self._record(source, relative, source.url, digest, origin=str(module))
 
     async def _stage(self, source, archive, sha256, options):
         from ._stage import stage_tfhub

@@ -9,6 +9,7 @@ import pathlib
 import shutil
 import tempfile
 
+from .. import _constants as C
 from .._api import in_thread, pack
 from ..errors import HubError
 
@@ -107,15 +108,60 @@ async def stage_spacy(directory, archive, *, source=None, **options):
     return pathlib.Path(archive)
 
 
+#: Where a staged TF Hub module lives inside a ``text_classifier_archive``.
+EMBEDDING_DIRECTORY = "embedding"
+
+
+def find_saved_model(directory) -> pathlib.Path:
+    """The module inside an unpacked TF Hub tarball: the shallowest
+    directory holding a ``saved_model.pb``."""
+    found = sorted((p.parent for p in pathlib.Path(directory).rglob("saved_model.pb")),
+                   key=lambda p: len(p.parts))
+    if not found:
+        raise HubError(directory, "holds no TensorFlow SavedModel (no saved_model.pb)",
+                       hint="give a TF Hub module in its compressed (tar.gz) format")
+    return found[0]
+
+
+def check_text_embedding(module, source, embed_type=None) -> None:
+    """Load ``module`` as text_classifier will (``hub.KerasLayer``) and, but
+    for BERT (whose inputs are token ids), embed a sentence: a module that
+    is not a text embedding fails here, not after a day of training."""
+    import tensorflow as tf
+    import tensorflow_hub as hub
+
+    try:
+        layer = hub.KerasLayer(str(module))
+        if embed_type != "bert":
+            shape = tuple(layer(tf.constant(["a staged sentence"])).shape)
+            if len(shape) != 2 or shape[0] != 1:
+                raise ValueError(f"a sentence became shape {shape}, not (1, N)")
+    except Exception as error:
+        raise HubError(source, f"the module is not a text embedding text_classifier can "
+                       f"use: {type(error).__name__}: {str(error)[:300]}",
+                       hint="stage a TF Hub text embedding (e.g. gnews-swivel, nnlm, "
+                       "universal-sentence-encoder), or give embedType=bert for BERT") from None
+
+
 async def stage_tfhub(directory, archive, *, source=None, **options):
-    """A TF Hub module cannot become a ``text_classifier_archive`` by itself:
-    that archive holds a *trained* classifier (the module is only its
-    embedding), so it needs training records."""
-    raise HubError(
-        source, "a TensorFlow Hub module is an embedding, not a trained text_classifier",
-        hint=f"train offline from the cached module: dffml train -model "
-        f"text_classifier_archive -model-model_path {directory} -model-location {archive} ...",
-    )
+    """A TF Hub text embedding as an *untrained* ``text_classifier_archive``
+    that carries it in ``embedding/`` with ``model_path`` set to
+    ``archive:embedding``: ``dffml train -model-location ARCHIVE`` then
+    trains offline from the archive alone, on any machine.  ``options``
+    (features, predict, classifications, epochs, ...) are stored as given;
+    the rest are given at training."""
+    from dffml import Model
+
+    module = find_saved_model(directory)
+    await in_thread(check_text_embedding, module, source, options.get("embedType"))
+    options["model_path"] = f"{C.ARCHIVE_PATH_PREFIX}{EMBEDDING_DIRECTORY}"
+    model_class = Model.load("text_classifier_archive")
+    with tempfile.TemporaryDirectory(prefix="dffml-hub-stage-") as work:
+        model_directory = pathlib.Path(work, "model")
+        await in_thread(shutil.copytree, module, model_directory / EMBEDDING_DIRECTORY)
+        info = dict(model_class.describe(options, model_directory), trained=False)
+        await pack(model_directory, archive, model=info)
+    return pathlib.Path(archive)
 
 
 async def push_to_repository(archive, name: str, source) -> int:
