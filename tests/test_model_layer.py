@@ -772,3 +772,70 @@ async def test_directory_location_is_a_plain_model_directory(work):
     assert location.is_dir() and (location / "Model").is_file()
     assert values(await predictions(slr(location))) == pytest.approx([6.0, 41.0])
     assert not list(work.glob("*.tar*")) and not list(work.glob("*.zip"))
+
+
+# -- options naming a path inside the model; staged models -----------------------
+
+
+def test_an_option_inside_the_model_resolves_where_it_is_opened(tmp_path):
+    from dffml_archive._config_paths import resolve_archive_paths, stored_archive_path
+
+    (tmp_path / "embedding").mkdir()
+    resolved = resolve_archive_paths(
+        {"model_path": "archive:embedding", "other": pathlib.Path("archive:embedding"),
+         "kept": "archive-like but not", "n": 3}, tmp_path, "m.tar.gz")
+    assert resolved == {"model_path": str(tmp_path / "embedding"),
+                        "other": tmp_path / "embedding", "kept": "archive-like but not", "n": 3}
+    assert stored_archive_path(str(tmp_path / "embedding"), tmp_path) == "archive:embedding"
+    assert stored_archive_path(tmp_path / "embedding" / "x", tmp_path) == "archive:embedding/x"
+    assert stored_archive_path(str(tmp_path), tmp_path) == str(tmp_path)  # the model itself
+    assert stored_archive_path("/elsewhere/embedding", tmp_path) == "/elsewhere/embedding"
+    assert stored_archive_path("embedding", tmp_path) == "embedding"  # relative: the user's
+
+
+@pytest.mark.parametrize("value", ["archive:../outside", "archive:/etc", "archive:",
+                                   "archive:a/../../b"])
+def test_an_option_leaving_the_model_is_refused(tmp_path, value):
+    from dffml_archive._config_paths import resolve_archive_paths
+
+    with pytest.raises(ArchiveError, match=r"option model_path=.*inside the model"):
+        resolve_archive_paths({"model_path": value}, tmp_path, "m.tar.gz")
+
+
+def test_an_option_naming_what_the_model_lacks_says_so(work):
+    (work / "train.csv").write_text("x,y\n1,0\n2,1\n3,0\n4,1\n")
+    result = run_dffml("train", "-model", "scikitsvc_archive", "-model-features", "x:float:1",
+                       "-model-predict", "y:int:1", "-model-kernel", "archive:kernels/mine",
+                       "-model-location", "svc.tar.gz", "-sources", "f=csv",
+                       "-source-filename", "train.csv", cwd=work)
+    line = one_line_error(result)
+    assert "kernel='archive:kernels/mine'" in line and "does not hold" in line
+    assert "-model-kernel" in line and not (work / "svc.tar.gz").exists()
+
+
+async def test_a_staged_model_predicts_only_once_trained(work):
+    """A staged archive (model section ``"trained": false``, as the hub
+    writes) refuses to predict or assess, saying so; training clears it."""
+    model_class = Model.load("slr_archive")
+    (work / "staged").mkdir()
+    info = dict(model_class.describe({"features": Features(Feature("x", float, 1)),
+                                      "predict": Feature("y", float, 1)}), trained=False)
+    location = work / "staged.tar.gz"
+    await dffml_archive.pack(work / "staged", location, model=info)
+    for attempt in (predictions(await load_model(location)),
+                    dffml.accuracy(await load_model(location), *LINE)):
+        with pytest.raises(ModelNotTrained, match="staged model that was never trained"):
+            await attempt
+    await dffml.train(await load_model(location), *LINE)
+    assert "trained" not in (await dffml_archive.inspect(location)).manifest.model
+    assert values(await predictions(await load_model(location)))[0] == pytest.approx(6.0)
+
+
+def test_a_model_section_claiming_trained_true_is_refused():
+    from dffml_archive._model_info import checked_model_info
+    from dffml_archive.errors import ModelInfoError
+
+    section = {"entrypoint": "slr_archive", "upstream": "slr", "config": {}, "trained": True}
+    with pytest.raises(ModelInfoError, match="model.trained"):
+        checked_model_info("m.tar.gz", section)
+    assert checked_model_info("m.tar.gz", dict(section, trained=False))["trained"] is False
