@@ -223,6 +223,27 @@ async def test_load_model_of_a_staged_tfhub_archive(server, tmp_path):
     assert results[0].prediction("sentiment").value in (0, 1)
 
 
+async def test_a_staged_tfhub_archive_in_the_repository_trains_as_its_next_version(
+        server, tmp_path, monkeypatch):
+    from dffml_archive.repository import Repository
+
+    monkeypatch.setenv("DFFML_ARCHIVE_REPOSITORY", str(tmp_path / "repository"))
+    server.files["/m/3.tar.gz"] = tfhub_tarball(tmp_path)
+    source = f"tfhub:{server.url}/m/3.tar.gz"
+    await hub_for(source).stage_model(
+        source, tmp_path / "t.tar.gz", repository="reviews",
+        features=Features(Feature("sentence", str, 1)), predict=Feature("sentiment", int, 1),
+        classifications=[0, 1], clstype=int, epochs=3)
+    records = [Record(s, data={"features": {"sentence": s, "sentiment": int(s in TEXT_POSITIVE)}})
+               for s in TEXT_POSITIVE + TEXT_NEGATIVE]
+    await train(await load_model("models:reviews"), *records)
+    async with Repository() as store:
+        assert [v["version"] for v in await (await store.get("reviews")).log()] == [2, 1]
+    results = [r async for r in predict(await load_model("models:reviews"), Record(
+        "x", data={"features": {"sentence": "good movie"}}), keep_record=True)]
+    assert results[0].prediction("sentiment").value in (0, 1)
+
+
 async def test_tfhub_stage_refuses_what_is_not_a_text_embedding(server, tmp_path):
     import tensorflow as tf
 
