@@ -190,7 +190,8 @@ class HubCache:
             if relative in kept:
                 continue
             if path.is_dir() and not path.is_symlink():
-                if any(k.startswith(relative + "/") for k in kept):
+                if (any(k.startswith(relative + "/") for k in kept)
+                        or await self._holds_live_partial(path, stale_seconds)):
                     removed += await self._prune_tree(path, kept, stale_seconds)
                     continue
                 shutil.rmtree(path, ignore_errors=True)
@@ -204,6 +205,13 @@ class HubCache:
                     path.unlink()
             removed.append(relative)
         return removed
+
+    async def _holds_live_partial(self, directory, stale_seconds) -> bool:
+        """A download's first partial may be all a new directory holds."""
+        for partial in directory.rglob("*" + C.HUB_PARTIAL_SUFFIX):
+            if not await self._partial_is_stale(partial, stale_seconds):
+                return True
+        return False
 
     async def _partial_is_stale(self, path, stale_seconds) -> bool:
         try:
