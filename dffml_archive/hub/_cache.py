@@ -2,11 +2,13 @@
 ``ROOT/modelhub-lock.json`` (every download: source, revision, sha256, size,
 time) and the per-file download locks in ``ROOT/.locks``.
 
-Locks are ``flock`` with a timeout (polled, never a wait without end); on
-Linux an ``flock`` on NFS is a POSIX byte-range lock on the server, so two
-hosts sharing the cache exclude each other too.  A lock dies with its holder,
-so there are no stale locks; partial files of dead downloads are kept to be
-resumed and pruned once stale (``HUB_STALE_PARTIAL_SECONDS``) or by ``prune``.
+Locks (``_locks.py``) are an ``flock`` with a timeout (polled, never a wait
+without end), which dies with its holder but excludes only one host's
+processes; on a network filesystem (or ``MODELHUB_LOCK_MODE=lease``) also a
+lease file with a heartbeat, taken over once its holder is dead or silent.
+Partial files of dead downloads are kept to be resumed and pruned once stale
+(``HUB_STALE_PARTIAL_SECONDS``) or by ``prune``; one being written (flock,
+or a fresh heartbeat) is never pruned.
 """
 import asyncio
 import contextlib
