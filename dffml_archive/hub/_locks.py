@@ -151,7 +151,11 @@ class Lease:
                 return holder or {}
             if not self._create():
                 return read_holder(self.path) or {}
-        await asyncio.sleep(self.settle_seconds)
+        try:
+            await asyncio.sleep(self.settle_seconds)
+        except BaseException:  # cancelled: leave no lease without a heartbeat
+            self.release()
+            raise
         holder = read_holder(self.path)
         if not holder or holder.get("token") != self.token:
             return holder or {}
