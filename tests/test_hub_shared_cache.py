@@ -74,6 +74,7 @@ def two_mounts(scaleout_servers, tmp_path):
         for name in ("a", "b"):
             mounts.append(tmp_path / name)
             processes.append(_mount(port, filer_path, tmp_path / name, tmp_path))
+        _wait_until_coherent(*mounts)
         yield mounts
     finally:
         for process in processes:
@@ -86,6 +87,21 @@ def two_mounts(scaleout_servers, tmp_path):
         for mount in mounts:
             if _mounted(mount):
                 subprocess.run(["umount", "-l", str(mount)], capture_output=True)
+
+
+def _wait_until_coherent(a, b):
+    """A fresh mount sees the other's changes only once its metadata
+    subscription runs: until then each mount's O_EXCL creates and reads are
+    its own (measured: two leases both verified).  A file made on each side
+    and seen on the other shows it runs."""
+    for one, other in ((a, b), (b, a)):
+        probe = one / f".coherent-{one.name}"
+        probe.write_text(one.name)
+        deadline = time.monotonic() + MOUNT_SECONDS
+        while not (other / probe.name).exists():
+            if time.monotonic() > deadline:
+                pytest.fail(f"mount {other} never saw {probe}", pytrace=False)
+            time.sleep(0.1)
 
 
 def _download(mount: pathlib.Path, url: str, host: str) -> subprocess.Popen:
