@@ -113,7 +113,8 @@ async def test_the_heartbeat_keeps_a_long_holders_lease(tmp_path):
     assert await silent.try_take() is None
     await asyncio.sleep(1.2)  # no heartbeat within a lease period: dead
     assert await other.try_take() is None
-    silent.release()  # no longer ours: left alone
+    with pytest.warns(UserWarning, match="taken over by pid"):
+        silent.release()  # no longer ours: left alone, and said
     assert json.loads(path.read_text())["token"] == other.token
     other.release()
 
@@ -123,7 +124,8 @@ async def test_release_removes_only_our_own_lease(tmp_path):
     lease = Lease(path)
     assert await lease.try_take() is None
     plant(path, "elsewhere", age=0)  # taken over meanwhile
-    lease.release()
+    with pytest.warns(UserWarning, match="taken over by pid 1 on host elsewhere while we held"):
+        lease.release()
     assert json.loads(path.read_text())["token"] == "theirs"
 
 

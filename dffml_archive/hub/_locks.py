@@ -20,12 +20,14 @@ import ctypes
 import ctypes.util
 import errno
 import fcntl
+import functools
 import json
 import os
 import pathlib
 import secrets
 import socket
 import time
+import warnings
 from typing import Optional
 
 from .. import _constants as C
@@ -44,12 +46,19 @@ UNSUPPORTED_LOCK_ERRORS = (errno.ENOLCK, errno.ENOSYS, errno.EOPNOTSUPP, errno.E
 BUSY_ERRORS = (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK)
 
 
+@functools.lru_cache(maxsize=1)
+def _libc():
+    name = ctypes.util.find_library("c")
+    if not name or not hasattr(os, "uname") or os.uname().sysname != "Linux":
+        return None
+    return ctypes.CDLL(name, use_errno=True)
+
+
 def filesystem_type(path) -> Optional[int]:
     """statfs's ``f_type`` of ``path`` (Linux), else None."""
-    libc_name = ctypes.util.find_library("c")
-    if not libc_name or not hasattr(os, "uname") or os.uname().sysname != "Linux":
+    libc = _libc()
+    if libc is None:
         return None
-    libc = ctypes.CDLL(libc_name, use_errno=True)
     buffer = ctypes.create_string_buffer(256)  # struct statfs; f_type comes first
     if libc.statfs(os.fsencode(str(path)), buffer) != 0:
         return None
@@ -212,6 +221,9 @@ class Lease:
         if holder and holder.get("token") == self.token:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.path)
+        elif holder:  # our heartbeat stalled past a lease period, or the filesystem lied
+            warnings.warn(f"{self.path}: the lease was taken over by {describe(holder)} "
+                          "while we held it")
 
 
 def partial_in_use(partial, mode: str) -> bool:
