@@ -174,6 +174,10 @@ def blob_cache_bytes() -> int:
 # ``MODELHUB_TORCH_ENDPOINT``: where torchvision checkpoints are fetched from
 # (a mirror; default https://download.pytorch.org/models/).
 # ``MODELHUB_LOCK_TIMEOUT``: seconds to wait for another download of a file.
+# ``MODELHUB_LOCK_MODE``: ``flock`` (one host), ``lease`` (flock and a lease
+# file: hosts sharing the cache on a network filesystem) or ``auto`` (the
+# default: lease when the cache's statfs type is a network filesystem, see
+# hub/_locks.py's NETWORK_FILESYSTEMS).
 
 HUB_LOCK_FILE = "modelhub-lock.json"
 HUB_LOCK_FORMAT = "dffml-archive-modelhub-lock"
@@ -193,6 +197,14 @@ HUB_CHUNK_SIZE = 1 << 20
 #: A partial file nobody has touched for this long is pruned at the next
 #: download into its directory (a partial younger is kept to be resumed).
 HUB_STALE_PARTIAL_SECONDS = 7 * 24 * 3600
+#: A lease file (hub/_locks.py) not refreshed for this long is dead; its
+#: holder refreshes it every HUB_LEASE_HEARTBEAT_SECONDS.  A new lease counts
+#: once it still holds our token HUB_LEASE_SETTLE_SECONDS after its create
+#: (some network filesystems let two O_EXCL creates both succeed).
+HUB_LEASE_SECONDS = 30.0
+HUB_LEASE_HEARTBEAT_SECONDS = 5.0
+HUB_LEASE_SETTLE_SECONDS = 0.3
+HUB_LOCK_MODES = ("auto", "flock", "lease")
 
 
 def hub_root() -> pathlib.Path:
@@ -208,6 +220,16 @@ def hub_offline() -> bool:
 
 def hub_lock_timeout() -> int:
     return _env_int("MODELHUB_LOCK_TIMEOUT", 600)
+
+
+def hub_lock_mode() -> str:
+    mode = (os.environ.get("MODELHUB_LOCK_MODE") or "auto").strip().lower()
+    if mode not in HUB_LOCK_MODES:
+        from .errors import HubError
+
+        raise HubError("MODELHUB_LOCK_MODE", f"is {mode!r}",
+                       hint="set it to auto, flock or lease, or unset it")
+    return mode
 
 
 def hf_endpoint() -> str:

@@ -2,16 +2,17 @@
 ``ROOT/modelhub-lock.json`` (every download: source, revision, sha256, size,
 time) and the per-file download locks in ``ROOT/.locks``.
 
-Locks are ``flock`` with a timeout (polled, never a wait without end); on
-Linux an ``flock`` on NFS is a POSIX byte-range lock on the server, so two
-hosts sharing the cache exclude each other too.  A lock dies with its holder,
-so there are no stale locks; partial files of dead downloads are kept to be
-resumed and pruned once stale (``HUB_STALE_PARTIAL_SECONDS``) or by ``prune``.
+Locks (``_locks.py``) are an ``flock`` with a timeout (polled, never a wait
+without end), which dies with its holder but excludes only one host's
+processes; on a network filesystem (or ``MODELHUB_LOCK_MODE=lease``) also a
+lease file with a heartbeat, taken over once its holder is dead or silent.
+Partial files of dead downloads are kept to be resumed and pruned once stale
+(``HUB_STALE_PARTIAL_SECONDS``) or by ``prune``; one being written (flock,
+or a fresh heartbeat) is never pruned.
 """
 import asyncio
 import contextlib
 import dataclasses
-import errno
 import fcntl
 import hashlib
 import json
@@ -25,6 +26,7 @@ from typing import Dict, List, Optional
 from .. import _constants as C
 from .._atomic import atomic_write
 from ..errors import ArchiveLockWaitWarning, HubError, HubLockTimeoutError, HubSourceError
+from ._locks import Lease, describe, lock_mode, partial_in_use, try_flock
 
 
 @dataclasses.dataclass
@@ -88,11 +90,17 @@ class HubCache:
         lock file); ``what`` says what is waited for in messages."""
         directory = self.root / C.HUB_LOCKS_DIRECTORY
         directory.mkdir(parents=True, exist_ok=True)
-        name = hashlib.sha256(key.encode()).hexdigest()[:32] + ".lock"
-        fd = os.open(directory / name, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        name = hashlib.sha256(key.encode()).hexdigest()[:32]
+        mode = lock_mode(self.root)
+        fd = os.open(directory / (name + ".lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        lease = Lease(directory / (name + ".lease")) if mode == "lease" else None
         try:
-            await _acquire(fd, self.lock_timeout, what, directory / name)
-            yield
+            await _acquire(fd, lease, mode, self.lock_timeout, what, directory / (name + ".lock"))
+            try:
+                yield
+            finally:
+                if lease is not None:
+                    lease.release()
         finally:
             os.close(fd)  # releases the flock
 
@@ -186,7 +194,8 @@ class HubCache:
             if relative in kept:
                 continue
             if path.is_dir() and not path.is_symlink():
-                if any(k.startswith(relative + "/") for k in kept):
+                if (any(k.startswith(relative + "/") for k in kept)
+                        or await self._holds_live_partial(path, stale_seconds)):
                     removed += await self._prune_tree(path, kept, stale_seconds)
                     continue
                 shutil.rmtree(path, ignore_errors=True)
@@ -201,6 +210,13 @@ class HubCache:
             removed.append(relative)
         return removed
 
+    async def _holds_live_partial(self, directory, stale_seconds) -> bool:
+        """A download's first partial may be all a new directory holds."""
+        for partial in directory.rglob("*" + C.HUB_PARTIAL_SUFFIX):
+            if not await self._partial_is_stale(partial, stale_seconds):
+                return True
+        return False
+
     async def _partial_is_stale(self, path, stale_seconds) -> bool:
         try:
             if time.time() - path.stat().st_mtime < stale_seconds:
@@ -210,18 +226,9 @@ class HubCache:
         return not self.partial_in_use(path)
 
     def partial_in_use(self, partial) -> bool:
-        """True while a download holds ``partial`` (an flock on the file)."""
-        try:
-            fd = os.open(partial, os.O_RDONLY | os.O_CLOEXEC)
-        except OSError:
-            return False
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return False
-        except OSError:
-            return True
-        finally:
-            os.close(fd)
+        """True while a download writes ``partial`` (its flock; in lease
+        mode also its heartbeat, for downloads on other hosts)."""
+        return partial_in_use(partial, lock_mode(self.root))
 
     async def remove(self, what: str) -> List[str]:
         """Delete the entries whose source or cache path is ``what`` (files,
@@ -250,25 +257,36 @@ class HubCache:
         return gone
 
 
-async def _acquire(fd, timeout, what, lock_path) -> None:
+async def _acquire(fd, lease, mode, timeout, what, lock_path) -> None:
+    """The flock, then the lease if any, polled until ``timeout``."""
     started = time.monotonic()
-    delay, said = 0.01, False
+    delay, said, holder = 0.01, False, None
     while True:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return
-        except OSError as error:
-            if error.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
-                raise
+        if try_flock(fd, lock_path, mode):
+            holder = None if lease is None else await lease.try_take()
+            if holder is None:
+                return
+            fcntl.flock(fd, fcntl.LOCK_UN)  # let this host's others try too
         waited = time.monotonic() - started
         if waited >= timeout:
-            raise HubLockTimeoutError(
-                what, f"another task or process held its download lock for {waited:.0f} s",
-                hint=f"wait for it to finish, or raise MODELHUB_LOCK_TIMEOUT; the lock is "
-                f"{lock_path} (released when its holder exits)",
-            )
+            raise _timeout_error(what, waited, lease, holder, lock_path)
         if not said and waited >= C.LOCK_WAIT_NOTICE_SECONDS:
             warnings.warn(ArchiveLockWaitWarning(what, "another download of it is running: waiting"))
             said = True
         await asyncio.sleep(delay)
         delay = min(delay * 2, 0.25)
+
+
+def _timeout_error(what, waited, lease, holder, lock_path) -> HubLockTimeoutError:
+    if lease is None or holder is None:
+        return HubLockTimeoutError(
+            what, f"another task or process held its download lock for {waited:.0f} s",
+            hint=f"wait for it to finish, or raise MODELHUB_LOCK_TIMEOUT; the lock is "
+            f"{lock_path} (released when its holder exits)",
+        )
+    return HubLockTimeoutError(
+        what, f"{describe(holder)} held its download lease for {waited:.0f} s",
+        hint=f"wait for it to finish, or raise MODELHUB_LOCK_TIMEOUT; the lease is "
+        f"{lease.path} (taken over {C.HUB_LEASE_SECONDS:.0f} s after its holder stops "
+        f"refreshing it, at once if its holder is a dead process of this host)",
+    )

@@ -17,6 +17,7 @@ from .. import _constants as C
 from .._api import in_thread
 from .._atomic import fsync_directory
 from ..errors import HubDownloadError, HubIntegrityError
+from ._locks import UNSUPPORTED_LOCK_ERRORS, touch_while
 
 
 @dataclasses.dataclass
@@ -121,8 +122,11 @@ async def fetch(
     partial = partial_path(target, url, expected)
     await in_thread(_remove_dead_partials, target, partial)
     fd = os.open(partial, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)  # tells prune it is alive
+    with contextlib.ExitStack() as stack:
+        stack.callback(os.close, fd)
+        _flock_if_possible(fd)  # tells prune it is alive (this host)
+        beating = asyncio.ensure_future(touch_while(partial))  # (other hosts)
+        stack.callback(beating.cancel)
         with os.fdopen(os.dup(fd), "r+b") as handle:
             hashes = _Hashes(expected)
             await in_thread(_rehash, handle, hashes)
@@ -137,8 +141,16 @@ async def fetch(
         os.replace(partial, target)
         fsync_directory(target.parent)
         return digest
-    finally:
-        os.close(fd)
+
+
+def _flock_if_possible(fd) -> None:
+    """A filesystem without flock was accepted in lease mode only (see
+    HubCache.locked), where the partial's heartbeat tells prune instead."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+    except OSError as error:
+        if error.errno not in UNSUPPORTED_LOCK_ERRORS:
+            raise
 
 
 def _remove_dead_partials(target: pathlib.Path, keep: pathlib.Path) -> None:
