@@ -19,11 +19,13 @@ are.  The checked copy is packed into a tarball in our cache, so the cache
 keeps one rule: every entry is a file whose sha256 is in the lock file.
 """
 import contextlib
+import fcntl
 import hashlib
 import os
 import pathlib
 import shutil
 import tarfile
+import tempfile
 import uuid
 from typing import Optional
 
@@ -91,28 +93,30 @@ def _check_fingerprint(directory: pathlib.Path, serialized: bytes) -> None:
 
 
 def copy_checked_module(module, target: pathlib.Path, what) -> str:
-    """Copy ``module`` beside ``target``, check the copy (what is checked is
-    what is kept), pack it as the tarball ``target`` (atomically) and
-    return the tarball's sha256."""
-    scratch = f".{target.name}.{uuid.uuid4().hex[:12]}"
-    copy = target.parent / (scratch + ".copy")
-    partial = target.parent / (scratch + C.HUB_PARTIAL_SUFFIX)
+    """Copy ``module`` (to a private temporary directory, out of ``prune``'s
+    reach), check the copy (what is checked is what is kept), pack it as the
+    tarball ``target`` atomically and return the tarball's sha256."""
+    partial = target.parent / f".{target.name}.{uuid.uuid4().hex[:12]}{C.HUB_PARTIAL_SUFFIX}"
     target.parent.mkdir(parents=True, exist_ok=True)
-    try:
+    with tempfile.TemporaryDirectory(prefix="dffml-hub-tfhub-") as scratch:
+        copy = pathlib.Path(scratch, "module")
         shutil.copytree(module, copy, symlinks=True)
         _refuse_links(copy, what)
         check_saved_model(copy, what)
-        with tarfile.open(partial, "w:gz", compresslevel=1) as tar:
-            for path in sorted(copy.rglob("*")):
-                tar.add(path, arcname=path.relative_to(copy).as_posix(), recursive=False)
-        with open(partial, "rb") as handle:
-            os.fsync(handle.fileno())
-        os.replace(partial, target)
-        fsync_directory(target.parent)
-    finally:
-        shutil.rmtree(copy, ignore_errors=True)
-        with contextlib.suppress(FileNotFoundError):
-            partial.unlink()
+        try:
+            with open(partial, "wb") as raw:
+                fcntl.flock(raw.fileno(), fcntl.LOCK_EX)  # in use: prune leaves it
+                with tarfile.open(fileobj=raw, mode="w:gz", compresslevel=1) as tar:
+                    for path in sorted(copy.rglob("*")):
+                        tar.add(path, arcname=path.relative_to(copy).as_posix(),
+                                recursive=False)
+                raw.flush()
+                os.fsync(raw.fileno())
+                os.replace(partial, target)
+            fsync_directory(target.parent)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                partial.unlink()
     return sha256_of(target)
 
 
