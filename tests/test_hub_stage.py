@@ -264,6 +264,8 @@ async def test_tfhub_stage_refuses_what_is_not_a_text_embedding(server, tmp_path
     source = f"tfhub:{server.url}/numbers.tar.gz"
     with pytest.raises(HubError, match="not a text embedding"):
         await hub_for(source).stage_model(source, tmp_path / "b.tar.gz")
+    with pytest.raises(HubError, match="sets model_path itself"):
+        await hub_for(source).stage_model(source, tmp_path / "b.tar.gz", model_path="/x")
     assert not (tmp_path / "a.tar.gz").exists() and not (tmp_path / "b.tar.gz").exists()
 
 

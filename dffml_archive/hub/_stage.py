@@ -152,6 +152,9 @@ async def stage_tfhub(directory, archive, *, source=None, **options):
     the rest are given at training."""
     from dffml import Model
 
+    if "model_path" in options:
+        raise HubError(source, "staging sets model_path itself (to the module it stores)",
+                       hint="drop the model_path option")
     module = find_saved_model(directory)
     await in_thread(check_text_embedding, module, source, options.get("embedType"))
     options["model_path"] = f"{C.ARCHIVE_PATH_PREFIX}{EMBEDDING_DIRECTORY}"
