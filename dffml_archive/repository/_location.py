@@ -123,7 +123,7 @@ def require_trainable(location) -> None:
     if is_read_only(existing):
         raise RepositoryError(
             str(existing), "is read-only: the trained model could not be saved into the "
-            f"repository at {str(root)!r}",
+            + ("repository" if existing == root else f"repository at {str(root)!r}"),
             hint="train where the repository is mounted writable, or set "
             "DFFML_ARCHIVE_REPOSITORY to a writable repository",
         )
