@@ -251,3 +251,46 @@ def test_a_read_only_directory_without_a_repository_says_so(work):
     empty.mkdir()
     result = run(*models("list", "--repository", empty), cwd=work, root=empty)
     one_error_line(result, str(empty), "is read-only", "repository.db")
+
+
+_API_CHANGES = """
+import asyncio, sys
+from dffml_archive.repository import Repository, gc
+from dffml_archive.errors import RepositoryError
+
+async def main(root, model):
+    async with Repository(root) as repo:
+        m = await repo.get("m")
+        changes = {
+            "save": lambda: m.new_image(model).save(),
+            "add_tag": lambda: m.add_tag("production", 1),
+            "remove_tag": lambda: m.remove_tag("production"),
+            "delete_version": lambda: m.delete_version(1),
+            "create": lambda: repo.create("other"),
+            "delete": lambda: repo.delete("m"),
+            "gc": lambda: gc(repo, 0),
+        }
+        for name, change in changes.items():
+            try:
+                await change()
+            except RepositoryError as error:
+                assert "is read-only" in str(error) and root in str(error), (name, error)
+                print(name, "refused")
+            else:
+                print(name, "DONE")
+        print("image", (await m.get_model_image()).version)
+
+asyncio.run(main(sys.argv[1], sys.argv[2]))
+"""
+
+
+def test_every_change_through_the_python_api_is_refused(work):
+    root = work / "repository"
+    (work / "model").mkdir()
+    (work / "model" / "weights.bin").write_bytes(b"w" * 1000)
+    before = snapshot(root)
+    result = ok(run(sys.executable, "-c", _API_CHANGES, root, work / "model", cwd=work))
+    lines = result.stdout.splitlines()
+    assert lines[-1] == "image 1"
+    assert all(line.endswith(" refused") for line in lines[:-1]) and len(lines) == 8, lines
+    assert snapshot(root) == before
