@@ -294,3 +294,15 @@ def test_every_change_through_the_python_api_is_refused(work):
     assert lines[-1] == "image 1"
     assert all(line.endswith(" refused") for line in lines[:-1]) and len(lines) == 8, lines
     assert snapshot(root) == before
+
+
+def test_a_root_whose_name_has_url_characters_is_the_one_opened(work):
+    """``?`` and ``#`` in the root once made the database URL name another
+    file (beside the root, created empty); read-only, that file was written."""
+    odd = work / "models #1?x=%20"
+    shutil.copytree(work / "repository", odd)
+    beside = sorted(os.listdir(work))
+    assert [v["version"] for v in models_json(work, "log", "m", root=odd)] == [1]
+    result = ok(run(*models("log", "m", "--repository", odd, "--json"), cwd=work, root=odd))
+    assert [v["version"] for v in json.loads(result.stdout)] == [1]
+    assert sorted(os.listdir(work)) == beside

@@ -85,8 +85,10 @@ def _sqlite_engine(path: pathlib.Path, read_only: bool = False, subject=None) ->
             async_creator=lambda: _connect_uri(uri),
         )
     else:
+        from sqlalchemy.engine import URL
+
         engine = create_async_engine(
-            f"sqlite+aiosqlite:///{path}",
+            URL.create("sqlite+aiosqlite", database=str(path)),
             connect_args={"timeout": C.DATABASE_BUSY_SECONDS},
         )
 
@@ -139,7 +141,7 @@ def _upgrade(sync_connection) -> None:
     command.upgrade(config, "head")
 
 
-async def open_database(url: str, *, read_only: bool = False, subject=None) -> AsyncEngine:
+async def open_database(url, *, read_only: bool = False, subject=None) -> AsyncEngine:
     """The engine for ``url`` (SQLite or PostgreSQL), its schema created or
     migrated if needed.  Alembic is imported only when the schema is behind.
     ``read_only`` (SQLite): write nothing, migrate nothing; ``subject``

@@ -52,6 +52,14 @@ def current_host() -> str:
     return socket.gethostname()
 
 
+def _sqlite_url(path: pathlib.Path):
+    """The URL of the SQLite file ``path`` (an object: as text, a ``?`` or
+    ``#`` in the path would be read as the start of a query)."""
+    from sqlalchemy.engine import URL
+
+    return URL.create("sqlite+aiosqlite", database=str(path))
+
+
 class Repository:
     """``async with Repository(root) as repo:`` one repository.
 
@@ -67,7 +75,7 @@ class Repository:
         self.root = pathlib.Path(root) if root is not None else C.repository_root()
         self.root = pathlib.Path(os.path.abspath(self.root))
         self._database, self._blobs = database, blobs
-        self.database_url: Optional[str] = None
+        self.database_url = None  # a SQLAlchemy URL: text, or a URL object
         self.blobs: Optional[BlobStore] = blobs if isinstance(blobs, BlobStore) else None
         self.engine = None
         self._blobs_open = False
@@ -94,7 +102,7 @@ class Repository:
         config = self._configured()
         self.database_url = (
             self._database or C.repository_database_url() or config.get("database")
-            or f"sqlite+aiosqlite:///{self.root / DATABASE_FILE}"
+            or _sqlite_url(self.root / DATABASE_FILE)
         )
         if self.blobs is None:
             location = self._blobs or C.repository_blobs_location() or config.get("blobs")
