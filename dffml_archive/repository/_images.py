@@ -72,12 +72,17 @@ def checked_attachment_name(name) -> str:
 
 
 @contextlib.contextmanager
-def staging_directory(root: pathlib.Path):
+def staging_directory(root: Optional[pathlib.Path]):
     """A private directory under ``<root>/tmp`` (the blob store's file
     system, so saving can link instead of copy), held by an flock while it
-    lives so that gc never removes it, removed at the end."""
-    temporary = root / "tmp"
-    temporary.mkdir(parents=True, exist_ok=True)
+    lives so that gc never removes it, removed at the end.  ``root`` None
+    (a read-only repository: nothing to save): in the system's temporary
+    directory."""
+    if root is None:
+        temporary = None
+    else:
+        temporary = root / "tmp"
+        temporary.mkdir(parents=True, exist_ok=True)
     path = pathlib.Path(tempfile.mkdtemp(prefix=STAGE_PREFIX, dir=temporary))
     fd = hold_directory(path)
     try:
@@ -117,6 +122,7 @@ class NewImage:
         if not isinstance(comment, str):
             raise BadReferenceError(repr(comment), "a comment must be a string")
         store = self.repository.store
+        store.require_writable()
         async with store.saving():
             with staging_directory(store.root) as stage:
                 members, manifest, new_bytes = await _staged(

@@ -37,7 +37,8 @@ def is_immutable(reference: Reference) -> bool:
 async def repository_location(location):
     reference = parse_location(location)
     async with Repository() as store:
-        with staging_directory(store.root) as stage:
+        # Read-only: predicting works in a private directory elsewhere.
+        with staging_directory(None if store.read_only else store.root) as stage:
             tree = stage / "tree"
             image = await _image_or_none(store, reference)
             if image is not None:
@@ -113,22 +114,19 @@ def require_trainable(location) -> None:
             hint=f"train into {C.REPOSITORY_SCHEME}{reference.name} (a new version), then "
             f"tag it: dffml service models tag {reference.name}:VERSION TAG",
         )
+    from ._database import is_read_only
+
     root = C.repository_root()
     existing = root
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
-    if not os.access(existing, os.W_OK | os.X_OK) or _read_only_mount(existing):
+    if is_read_only(existing):
         raise RepositoryError(
-            str(root), f"the trained model could not be saved: {str(existing)!r} is not writable",
-            hint="set DFFML_ARCHIVE_REPOSITORY to a writable directory",
+            str(existing), "is read-only: the trained model could not be saved into the "
+            + ("repository" if existing == root else f"repository at {str(root)!r}"),
+            hint="train where the repository is mounted writable, or set "
+            "DFFML_ARCHIVE_REPOSITORY to a writable repository",
         )
-
-
-def _read_only_mount(path) -> bool:
-    try:
-        return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
-    except OSError:
-        return False
 
 
 async def stored_model_information(location) -> dict:

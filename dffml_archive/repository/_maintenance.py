@@ -44,6 +44,7 @@ async def gc(store: Repository, grace_seconds: Optional[float] = None) -> GcRepo
     """Remove what nothing references any more (see the module docstring)."""
     grace = C.GC_GRACE_SECONDS if grace_seconds is None else grace_seconds
     report = GcReport()
+    store.require_writable()
     fd = await in_thread(store._lock_gc, fcntl.LOCK_EX)
     try:
         cutoff = time.time() - grace

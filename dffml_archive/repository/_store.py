@@ -7,6 +7,10 @@ stored: a save that dies before its commit leaves blobs that gc reclaims and
 no version.  Version numbers come from a per-repository counter incremented
 inside the save's transaction, so concurrent saves get distinct,
 consecutive numbers and a number is never reused (not even after a delete).
+
+A root on a read-only file system (or one the user may not write) is
+opened for reading only: nothing under it is created or written, and every
+change is refused up front with one error (:meth:`Repository.require_writable`).
 """
 import contextlib
 import fcntl
@@ -25,7 +29,9 @@ from .._api import in_thread
 from ..errors import ReferenceNotFoundError, RepositoryError, os_errors_as
 from . import _schema as S
 from ._blobs import BlobStore, LocalBlobStore
-from ._database import DATABASE_FILE, insert_ignoring_conflicts, open_database
+from ._database import (
+    DATABASE_FILE, insert_ignoring_conflicts, is_read_only, open_database, sqlite_is_read_only,
+)
 from ._s3 import is_s3_location
 from ._names import Reference, checked_name, checked_tag, checked_version, parse_reference
 
@@ -46,6 +52,14 @@ def current_host() -> str:
     return socket.gethostname()
 
 
+def _sqlite_url(path: pathlib.Path):
+    """The URL of the SQLite file ``path`` (an object: as text, a ``?`` or
+    ``#`` in the path would be read as the start of a query)."""
+    from sqlalchemy.engine import URL
+
+    return URL.create("sqlite+aiosqlite", database=str(path))
+
+
 class Repository:
     """``async with Repository(root) as repo:`` one repository.
 
@@ -61,10 +75,13 @@ class Repository:
         self.root = pathlib.Path(root) if root is not None else C.repository_root()
         self.root = pathlib.Path(os.path.abspath(self.root))
         self._database, self._blobs = database, blobs
-        self.database_url: Optional[str] = None
+        self.database_url = None  # a SQLAlchemy URL: text, or a URL object
         self.blobs: Optional[BlobStore] = blobs if isinstance(blobs, BlobStore) else None
         self.engine = None
         self._blobs_open = False
+        #: The read-only part (the root, the database's or the blobs'
+        #: directory), or None when everything is writable.  Set by open().
+        self.read_only: Optional[pathlib.Path] = None
 
     def _configured(self) -> dict:
         try:
@@ -85,7 +102,7 @@ class Repository:
         config = self._configured()
         self.database_url = (
             self._database or C.repository_database_url() or config.get("database")
-            or f"sqlite+aiosqlite:///{self.root / DATABASE_FILE}"
+            or _sqlite_url(self.root / DATABASE_FILE)
         )
         if self.blobs is None:
             location = self._blobs or C.repository_blobs_location() or config.get("blobs")
@@ -118,10 +135,16 @@ class Repository:
             RepositoryError, self.root, "cannot create the repository directory",
             hint="set DFFML_ARCHIVE_REPOSITORY (or --repository) to a writable directory",
         ):
-            await in_thread(lambda: self.root.mkdir(parents=True, exist_ok=True))
+            if not await in_thread(self.root.is_dir):
+                await in_thread(lambda: self.root.mkdir(parents=True, exist_ok=True))
         self._resolve()
+        database = self._sqlite_path()
+        self.read_only = await in_thread(self._read_only_part, database)
         try:
-            self.engine = await open_database(self.database_url)
+            self.engine = await open_database(
+                self.database_url, subject=str(self.root),
+                read_only=database is not None and await in_thread(sqlite_is_read_only, database),
+            )
         except RepositoryError:
             raise
         except Exception as error:
@@ -134,6 +157,41 @@ class Repository:
         except BaseException:
             await self.close()
             raise
+
+    def _sqlite_path(self) -> Optional[pathlib.Path]:
+        from sqlalchemy.engine import make_url
+
+        try:
+            url = make_url(self.database_url)
+        except Exception:
+            return None
+        if url.get_backend_name() != "sqlite" or not url.database:
+            return None
+        return pathlib.Path(os.path.abspath(url.database))
+
+    def _read_only_part(self, database: Optional[pathlib.Path]) -> Optional[pathlib.Path]:
+        """The first of the directories a change writes in that is read-only."""
+        candidates = [self.root]
+        if database is not None:
+            candidates.append(database.parent)
+        if isinstance(self.blobs, LocalBlobStore):
+            candidates.append(self.blobs.root)
+        for directory in candidates:
+            if directory.is_dir() and is_read_only(directory):
+                return directory
+        if database is not None and sqlite_is_read_only(database):
+            return database
+        return None
+
+    def require_writable(self) -> None:
+        """Refuse a change (save, tag, delete, gc) on a read-only repository,
+        before any work."""
+        if self.read_only is not None:
+            raise RepositoryError(
+                str(self.read_only), "is read-only: this repository can be read, not changed",
+                hint="do this where the repository is mounted writable, or set "
+                "DFFML_ARCHIVE_REPOSITORY (or --repository) to a writable repository",
+            )
 
     def _database_subject(self) -> str:
         """The database as errors name it (never its password)."""
@@ -174,6 +232,7 @@ class Repository:
     async def saving(self):
         """Held by every save while it stores blobs and commits: gc waits
         for saves in flight (and they for it) on this host."""
+        self.require_writable()
         fd = await in_thread(self._lock_gc, fcntl.LOCK_SH)
         try:
             yield
@@ -190,6 +249,7 @@ class Repository:
 
     async def create(self, name: str, *, exist_ok: bool = False) -> "ModelRepository":
         checked_name(name)
+        self.require_writable()
         namespace = name.split("/", 1)[0] if "/" in name else ""
         async with self.transaction() as db:
             # Two hosts creating one name at once: one row, no error for either.
@@ -243,6 +303,7 @@ class Repository:
     async def delete(self, name: str) -> int:
         """Delete repository ``name`` with every version; returns how many
         versions went.  Their blobs are freed by :meth:`gc`."""
+        self.require_writable()
         repository = await self.get(name)
         async with self.transaction() as db:
             count = (await db.execute(
@@ -364,6 +425,7 @@ class ModelRepository:
         version it pointed at before, or None.  The move is logged."""
         checked_tag(tag, settable=True)
         checked_version(version)
+        self.store.require_writable()
         async with self.store.transaction() as db:
             row = await self._locked_version(db, version)
             previous = await self._untag(db, tag)
@@ -398,6 +460,7 @@ class ModelRepository:
     async def remove_tag(self, tag: str) -> int:
         """Remove ``tag``; returns the version it pointed at."""
         checked_tag(tag, settable=True)
+        self.store.require_writable()
         async with self.store.transaction() as db:
             await self._lock(db)
             previous = await self._untag(db, tag)
@@ -410,6 +473,7 @@ class ModelRepository:
         """Delete ``version`` and its tags (returned); its blobs are freed by
         gc once no other version uses them.  Its number is never reused."""
         checked_version(version)
+        self.store.require_writable()
         async with self.store.transaction() as db:
             row = await self._locked_version(db, version)
             tags = (await self._tags_of(db, [row.id])).get(row.id, [])
