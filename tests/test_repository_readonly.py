@@ -54,9 +54,13 @@ def _can_mount_privately() -> bool:
     return probe.returncode == 0
 
 
-pytestmark = pytest.mark.skipif(
-    not _can_mount_privately(), reason="needs root and unshare -m (a private read-only mount)"
-)
+@pytest.fixture(autouse=True, scope="module")
+def private_read_only_mounts():
+    """These tests need a real read-only mount: without one they fail,
+    saying why (never skip)."""
+    if not _can_mount_privately():
+        pytest.fail("needs root and `unshare -m` (a private read-only bind mount); run as "
+                    "root on Linux with util-linux", pytrace=False)
 
 
 @pytest.fixture
