@@ -267,3 +267,42 @@ async def test_reopening_an_image_on_the_same_host_reads_the_verified_local_cach
         shared.write_bytes(b"damaged")  # a bad cache entry is not trusted
         with pytest.raises(Exception, match="is missing"):
             await image.materialize(tmp_path / "third")
+
+
+@pytest.mark.parametrize("size", [1 << 20, (16 << 20) + 12345])  # one PutObject; multipart
+async def test_a_file_hashed_once_is_stored_only_if_it_is_still_that_file(
+        servers, tmp_path, monkeypatch, size):
+    """``ingest`` hashes a file once and does not hash it again while
+    uploading: the upload is committed only if the file's stat is still the
+    one it was hashed with.  Changed in between (same size, new bytes), it
+    is refused and no object exists under the digest; unchanged, it is
+    stored and reads back intact."""
+    import hashlib
+
+    from dffml_archive.repository import Repository
+    from dffml_archive.repository._blobs import BlobMismatch
+
+    for name, value in host_env(servers, tmp_path, "host-a").items():
+        if not name.startswith("_"):
+            monkeypatch.setenv(name, value)
+    path = tmp_path / "weights.bin"
+    path.write_bytes(os.urandom(size))
+    os.utime(path, ns=(1_000_000_000, 1_000_000_000))
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    hashed = os.stat(path)
+    async with Repository(tmp_path / "root") as repo:
+        with open(path, "r+b") as handle:  # another writer, after the hashing
+            handle.write(b"\0" * 64)
+        with pytest.raises(BlobMismatch):
+            await repo.blobs.put_file(path, digest, hashed=hashed)
+        assert await repo.blobs.missing([digest]) == {digest}
+        uploads = await repo.blobs.client.list_multipart_uploads(Bucket=repo.blobs.bucket)
+        assert not [u for u in uploads.get("Uploads", []) if u["Key"] == repo.blobs.key(digest)]
+
+        time.sleep(0.1)  # out of the racy window: ingest hashes it once, then trusts its stat
+        stored = await repo.blobs.ingest([path])
+        (new_digest, new_size, new_bytes), = stored
+        assert new_digest == hashlib.sha256(path.read_bytes()).hexdigest()
+        assert (new_size, new_bytes) == (size, size)
+        await repo.blobs.copy_to(new_digest, tmp_path / "back", 0o644)
+        assert (tmp_path / "back").read_bytes() == path.read_bytes()

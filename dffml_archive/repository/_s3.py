@@ -10,7 +10,10 @@ Uploads stream: a member up to ``S3_PART_BYTES`` is one ``PutObject`` of
 bytes already hashed; a larger one is a multipart upload whose parts go out
 ``S3_PARALLEL_PARTS`` at a time (memory stays bounded) while the whole file
 is hashed in order, and which is completed only if the file hashes to the
-name it is stored under.  An interrupted upload therefore never leaves an
+name it is stored under.  A file ``ingest`` has just hashed (and whose
+times lie outside the racy window) is not hashed again: its upload is
+committed only if its stat (device, inode, size, mtime, ctime) is still
+the one it was hashed with, the rule the hash cache trusts.  An interrupted upload therefore never leaves an
 object a reader could take for a whole one (S3 shows a multipart object only
 once completed; gc aborts stale ones).  Reads go through a local read cache
 (verified, least recently used out first, ``DFFML_ARCHIVE_BLOB_CACHE_BYTES``):
@@ -122,16 +125,25 @@ class S3BlobStore(BlobStore):
             found = await asyncio.gather(*(probe(d) for d in digests))
         return {digest for digest, exists in found if not exists}
 
-    async def put_file(self, path, digest: str, *, take: bool = False) -> int:
+    async def put_file(self, path, digest: str, *, take: bool = False,
+                       hashed: Optional[os.stat_result] = None) -> int:
+        """Upload ``path`` as blob ``digest``, its bytes checked against the
+        digest while they go out; or, with ``hashed`` (the file's stat when
+        it was just hashed, settled outside the racy window), checked by
+        that stat staying the same until the object is committed: the hash
+        cache's rule, which spares hashing every byte a second time."""
         size = os.stat(path).st_size
         with self.errors(f"cannot upload {os.fspath(path)!r}"):
             if size <= C.S3_PART_BYTES:
                 data = await in_thread(_read_all, path)
-                actual = hashlib.sha256(data).hexdigest()
-                if actual != digest:
-                    raise BlobMismatch(digest, actual)
+                if hashed is not None:
+                    _require_unchanged(path, hashed, digest)
+                else:
+                    actual = await in_thread(lambda: hashlib.sha256(data).hexdigest())
+                    if actual != digest:
+                        raise BlobMismatch(digest, actual)
                 return size if await self._put_if_absent(digest, data) else 0
-            await self._multipart(path, digest, size)
+            await self._multipart(path, digest, size, hashed)
         return size
 
     async def _put_if_absent(self, digest: str, data: bytes) -> bool:
@@ -148,12 +160,14 @@ class S3BlobStore(BlobStore):
             return False
         return True
 
-    async def _multipart(self, path, digest: str, size: int) -> None:
+    async def _multipart(self, path, digest: str, size: int, hashed) -> None:
         key = self.key(digest)
         upload = await self.client.create_multipart_upload(Bucket=self.bucket, Key=key)
         upload_id = upload["UploadId"]
         try:
-            parts = await self._upload_parts(path, key, upload_id, digest)
+            parts = await self._upload_parts(path, key, upload_id, digest, hashed is None)
+            if hashed is not None:
+                _require_unchanged(path, hashed, digest)  # before the object exists
             await self.client.complete_multipart_upload(
                 Bucket=self.bucket, Key=key, UploadId=upload_id,
                 MultipartUpload={"Parts": parts},
@@ -165,9 +179,11 @@ class S3BlobStore(BlobStore):
                 ))
             raise
 
-    async def _upload_parts(self, path, key: str, upload_id: str, expected: str) -> list:
-        """Read in order (hashing), upload up to S3_PARALLEL_PARTS at once."""
-        digest = hashlib.sha256()
+    async def _upload_parts(self, path, key: str, upload_id: str, expected: str,
+                            verify: bool) -> list:
+        """Read in order (hashing when ``verify``, off the event loop so the
+        parts in flight keep moving), upload up to S3_PARALLEL_PARTS at once."""
+        digest = hashlib.sha256() if verify else None
         in_flight = set()
         parts = []
         handle = await in_thread(open, path, "rb")
@@ -177,7 +193,8 @@ class S3BlobStore(BlobStore):
                 chunk = await in_thread(handle.read, C.S3_PART_BYTES)
                 if not chunk:
                     break
-                digest.update(chunk)
+                if digest is not None:
+                    await in_thread(digest.update, chunk)
                 number += 1
                 while len(in_flight) >= C.S3_PARALLEL_PARTS:
                     done, in_flight = await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
@@ -190,9 +207,8 @@ class S3BlobStore(BlobStore):
             for task in in_flight:
                 task.cancel()
             handle.close()
-        actual = digest.hexdigest()
-        if actual != expected:
-            raise BlobMismatch(expected, actual)
+        if digest is not None and digest.hexdigest() != expected:
+            raise BlobMismatch(expected, digest.hexdigest())
         return sorted(parts, key=lambda part: part["PartNumber"])
 
     async def _part(self, key, upload_id, number, chunk) -> dict:
@@ -204,15 +220,17 @@ class S3BlobStore(BlobStore):
     async def ingest(self, paths, *, job=None, take: bool = False):
         stored = []
         for path in paths:
+            hashing_began = time.time_ns()
             before = os.stat(path)
             digest = await in_thread(_hash_file, path)
             after = os.stat(path)
-            if (before.st_size, before.st_mtime_ns) != (after.st_size, after.st_mtime_ns):
+            if _identity(before) != _identity(after):
                 raise SourceChanged(path)
+            settled = max(after.st_mtime_ns, after.st_ctime_ns) < hashing_began - C.RACY_WINDOW_NS
             new = 0
             if await self.missing([digest]):
                 try:
-                    new = await self.put_file(path, digest)
+                    new = await self.put_file(path, digest, hashed=after if settled else None)
                 except BlobMismatch:
                     raise SourceChanged(path) from None
             stored.append((digest, after.st_size, new))
@@ -352,6 +370,16 @@ class S3BlobStore(BlobStore):
                     )
                     aborted += 1
         return aborted
+
+
+def _identity(stat: os.stat_result) -> tuple:
+    return (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
+
+
+def _require_unchanged(path, hashed: os.stat_result, digest: str) -> None:
+    """BlobMismatch unless ``path`` is still the file hashed as ``digest``."""
+    if _identity(os.stat(path)) != _identity(hashed):
+        raise BlobMismatch(digest, "the file changed after it was hashed")
 
 
 def _read_all(path) -> bytes:
