@@ -3,6 +3,7 @@ files, the real CLI in subprocesses (``python -m dffml_archive experiments``
 and ``dffml service experiments``), real dffml training of slr_archive and
 scikitridge_archive, a real Dask scheduler and workers (test_experiments_dask.py).
 """
+import contextlib
 import json
 import os
 import pathlib
@@ -253,16 +254,36 @@ def test_a_deny_list_edited_while_the_run_goes_is_honoured(tmp_path):
     assert process.returncode == 0, stderr
 
 
+def _version_process(runner: subprocess.Popen, timeout=60) -> int:
+    """The pid of the runner's version process (``experiments._child``)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for proc in pathlib.Path("/proc").glob("[0-9]*"):
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                parent = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                if parent == runner.pid and b"experiments._child" in (proc / "cmdline").read_bytes():
+                    return int(proc.name)
+        time.sleep(0.01)
+    pytest.fail("the runner started no version process")
+
+
 def test_an_interrupted_run_resumes_without_rerunning_completed_versions(tmp_path):
     path = write_definition(tmp_path, CHAIN)
     process = run_watching(["run", path, "-r"])
     seen = []
     try:
         wait_for_line(process, "chain/v2: training", seen)
+        # v2 trains in ~0.4 s: frozen, it cannot finish before the Ctrl-C
+        # lands however slowly this test runs (it did once, in CI); the
+        # runner must still end it.
+        v2_process = _version_process(process)
+        os.kill(v2_process, signal.SIGSTOP)
         process.send_signal(signal.SIGINT)  # Ctrl-C while v2 trains
         _, stderr = process.communicate(timeout=60)
     finally:
         process.kill()
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(v2_process, signal.SIGCONT)  # had it outlived the runner, it goes on now
     assert process.returncode == 130, "".join(seen) + stderr
     assert [(r["version"], r["status"]) for r in records(tmp_path)] == [("v1", "ok")]
     time.sleep(3)  # had v2's process outlived the runner, it would finish by now
