@@ -168,7 +168,7 @@ class Lease:
         holder = read_holder(self.path)
         if not holder or holder.get("token") != self.token:
             return holder or {}
-        self._heartbeat = asyncio.ensure_future(self._beat())
+        self._heartbeat = asyncio.ensure_future(touch_while(self.path, self.heartbeat_seconds))
         return None
 
     def _create(self) -> bool:
@@ -205,12 +205,6 @@ class Lease:
         with contextlib.suppress(OSError):
             os.unlink(aside)
         return True
-
-    async def _beat(self):
-        while True:
-            await asyncio.sleep(self.heartbeat_seconds)
-            with contextlib.suppress(OSError):
-                os.utime(self.path)
 
     def release(self) -> None:
         """Stop the heartbeat; remove the lease only if it is still ours."""
