@@ -28,6 +28,8 @@ import sys
 import tempfile
 import time
 
+from dffml_archive._processes import process_is_alive
+
 BUCKET = "dffml-archive"
 DATABASE = "dffml_archive"
 REGION = "us-east-1"
@@ -74,20 +76,6 @@ def _is_free(port: int) -> bool:
         except OSError:
             return False
     return True
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie (a parent that does not reap, such as some containers' init) is dead
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True
 
 
 def _as_postgres(command: list) -> list:
@@ -176,7 +164,7 @@ def wait_for_s3(state: dict) -> None:
     deadline = time.monotonic() + READY_SECONDS
     last = None
     while time.monotonic() < deadline:
-        if not _alive(state["weed_pid"]):
+        if not process_is_alive(state["weed_pid"]):
             die(f"weed exited; its log: {state['weed_log']}")
         try:
             client = _s3_client(state)
@@ -209,7 +197,8 @@ def running_state():
         state = json.loads(state_file().read_text())
     except (OSError, ValueError):
         return None
-    if _alive(state.get("postgres_pid", -1)) and _alive(state.get("weed_pid", -1)):
+    if (process_is_alive(state.get("postgres_pid", -1))
+            and process_is_alive(state.get("weed_pid", -1))):
         return state
     return None
 
@@ -219,7 +208,7 @@ def restart_stopped(state: dict) -> bool:
     stopped (killed, crashed); False if there is no such set."""
     if not state.get("data") or not os.path.isdir(state["data"]):
         return False
-    if not _alive(state.get("postgres_pid", -1)):
+    if not process_is_alive(state.get("postgres_pid", -1)):
         options = (f"-c listen_addresses=127.0.0.1 -p {state['postgres_port']} "
                    f"-k {pathlib.Path(state['postgres_data']).parent} -c fsync=off")
         _run(_as_postgres(["pg_ctl", "-D", state["postgres_data"], "-l",
@@ -228,7 +217,7 @@ def restart_stopped(state: dict) -> bool:
         state["postgres_pid"] = int(
             (pathlib.Path(state["postgres_data"]) / "postmaster.pid").read_text().split()[0]
         )
-    if not _alive(state.get("weed_pid", -1)):
+    if not process_is_alive(state.get("weed_pid", -1)):
         log = open(state["weed_log"], "ab")
         state["weed_pid"] = subprocess.Popen(
             state["weed_command"], stdout=log, stderr=subprocess.STDOUT,
@@ -282,17 +271,17 @@ def stop(quiet: bool = False) -> None:
         if not quiet:
             say("nothing to stop")
         return
-    if state.get("postgres_data") and _alive(state.get("postgres_pid", -1)):
+    if state.get("postgres_data") and process_is_alive(state.get("postgres_pid", -1)):
         subprocess.run(_as_postgres(["pg_ctl", "-D", state["postgres_data"], "-m", "immediate",
                                      "-w", "stop"]), capture_output=True)
     pid = state.get("weed_pid")
-    if pid and _alive(pid):
+    if pid and process_is_alive(pid):
         try:
             os.killpg(pid, signal.SIGTERM)
         except ProcessLookupError:
             pass
         for _ in range(50):
-            if not _alive(pid):
+            if not process_is_alive(pid):
                 break
             time.sleep(0.1)
         else:

@@ -31,6 +31,7 @@ import warnings
 from typing import Optional
 
 from .. import _constants as C
+from .._processes import process_is_alive
 from ..errors import HubError
 
 #: statfs ``f_type`` of the filesystems whose ``flock`` may not reach the
@@ -99,20 +100,6 @@ def boot_id() -> str:
             return handle.read().strip()
     except OSError:
         return ""
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie is dead
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True
 
 
 def read_holder(path) -> Optional[dict]:
@@ -191,7 +178,8 @@ class Lease:
         if age >= self.lease_seconds:
             return True
         same_host = (holder.get("host"), holder.get("boot")) == (self.me["host"], self.me["boot"])
-        return same_host and isinstance(holder.get("pid"), int) and not _pid_alive(holder["pid"])
+        pid = holder.get("pid")
+        return same_host and isinstance(pid, int) and not process_is_alive(pid)
 
     def _take_over_if_dead(self, holder: dict) -> bool:
         """Rename a dead lease away (one taker wins); True if it is gone."""
