@@ -13,9 +13,10 @@ is hashed in order, and which is completed only if the file hashes to the
 name it is stored under.  A file ``ingest`` has just hashed (and whose
 times lie outside the racy window) is not hashed again: its upload is
 committed only if its stat (device, inode, size, mtime, ctime) is still
-the one it was hashed with, the rule the hash cache trusts.  An interrupted upload therefore never leaves an
-object a reader could take for a whole one (S3 shows a multipart object only
-once completed; gc aborts stale ones).  Reads go through a local read cache
+the one it was hashed with, the rule the hash cache trusts
+(``_sources.stat_key``, ``_sources.settled``).  An interrupted upload
+therefore never leaves an object a reader could take for a whole one (S3
+shows a multipart object only once completed; gc aborts stale ones).  Reads go through a local read cache
 (verified, least recently used out first, ``DFFML_ARCHIVE_BLOB_CACHE_BYTES``):
 re-opening an image on the same host transfers nothing.
 """
@@ -32,6 +33,7 @@ from .. import _constants as C
 from .._api import in_thread
 from ..errors import RepositoryError
 from ._blobs import BlobMismatch, BlobStore, SourceChanged, _copy_hashing, _hash_file
+from ._sources import settled, stat_key
 
 
 def is_s3_location(location) -> bool:
@@ -224,13 +226,13 @@ class S3BlobStore(BlobStore):
             before = os.stat(path)
             digest = await in_thread(_hash_file, path)
             after = os.stat(path)
-            if _identity(before) != _identity(after):
+            if stat_key(before) != stat_key(after):
                 raise SourceChanged(path)
-            settled = max(after.st_mtime_ns, after.st_ctime_ns) < hashing_began - C.RACY_WINDOW_NS
+            trusted = after if settled(stat_key(after), hashing_began) else None
             new = 0
             if await self.missing([digest]):
                 try:
-                    new = await self.put_file(path, digest, hashed=after if settled else None)
+                    new = await self.put_file(path, digest, hashed=trusted)
                 except BlobMismatch:
                     raise SourceChanged(path) from None
             stored.append((digest, after.st_size, new))
@@ -372,13 +374,9 @@ class S3BlobStore(BlobStore):
         return aborted
 
 
-def _identity(stat: os.stat_result) -> tuple:
-    return (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
-
-
 def _require_unchanged(path, hashed: os.stat_result, digest: str) -> None:
     """BlobMismatch unless ``path`` is still the file hashed as ``digest``."""
-    if _identity(os.stat(path)) != _identity(hashed):
+    if stat_key(os.stat(path)) != stat_key(hashed):
         raise BlobMismatch(digest, "the file changed after it was hashed")
 
 

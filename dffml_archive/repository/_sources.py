@@ -59,10 +59,15 @@ def _store(directory, files: Dict[str, list], hashed_ns: int) -> None:
         pass
 
 
+def settled(key: list, hashed_ns: int) -> bool:
+    """Whether the file of stat ``key`` last changed more than the racy
+    window before its hashing began at ``hashed_ns``: any later change
+    then changes its key, so an unchanged key vouches for the digest."""
+    return max(key[3], key[4]) < hashed_ns - C.RACY_WINDOW_NS
+
+
 def _trusted(entry: Optional[list], key: list, hashed_ns: int) -> Optional[str]:
-    if not entry or entry[0] != key:
-        return None
-    if max(key[3], key[4]) >= hashed_ns - C.RACY_WINDOW_NS:
+    if not entry or entry[0] != key or not settled(key, hashed_ns):
         return None
     return entry[1]
 
