@@ -129,10 +129,21 @@ class ModelHub(abc.ABC):
         """A verified copy of the framework cache's ``candidate``, or None."""
         if candidate is None or not expected.anything or not os.path.isfile(candidate):
             return None
+        return await self._copied_in(
+            source, candidate, relative, url, expected.sha256,
+            lambda target: copy_verified(candidate, target, expected, source.text), **extra)
+
+    async def _copied_in(self, source, candidate, relative, url, sha256, copy, **extra):
+        """The entry of ``await copy(target)`` (which checks ``candidate``,
+        a framework cache's copy, on its way to the cache path ``target``
+        and returns its sha256), under the file's lock unless a concurrent
+        task just did it; None, with a warning, when the checks fail."""
         async with self.cache.locked(relative, relative):
-            target = self.cache.path_of(relative)
+            entry = self._hit(relative, sha256)
+            if entry is not None:
+                return entry
             try:
-                digest = await copy_verified(candidate, target, expected, source.text)
+                digest = await copy(self.cache.path_of(relative))
             except HubError as error:
                 warnings.warn(f"ignored {candidate} in the framework's cache: {error}")
                 return None
@@ -299,17 +310,9 @@ class TFHub(UrlHub):
         module = None if sha256 else cached_module(handle)
         if module is None:
             return None
-        async with self.cache.locked(relative, relative):
-            entry = self._hit(relative, None)
-            if entry is not None:
-                return entry
-            target = self.cache.path_of(relative)
-            try:
-                digest = await in_thread(copy_checked_module, module, target, str(module))
-            except HubError as error:
-                warnings.warn(f"ignored {module} in TensorFlow Hub's cache: {error}")
-                return None
-            return await self._record(source, relative, source.url, digest, origin=str(module))
+        return await self._copied_in(
+            source, module, relative, source.url, None,
+            lambda target: in_thread(copy_checked_module, module, target, str(module)))
 
     async def _stage(self, source, archive, sha256, options):
         from ._stage import stage_tfhub
